@@ -1,0 +1,325 @@
+"""Finding model files and loading them safely.
+
+Under ComfyUI, folders come from ``folder_paths`` (so ``extra_model_paths.yaml`` is honoured);
+without it (tests, the command line) from a plain ``models`` folder set with
+``set_models_dir``. Files other packs already downloaded (comfyui_controlnet_aux's ``ckpts``,
+the Hugging Face hub cache) are found too, so nobody downloads twice.
+
+Loading never executes pickled code: safetensors, ``torch.load(weights_only=True)`` and ONNX.
+Every failure is a ``ModelFileMissing`` / ``ModelFileInvalid`` whose message names the file,
+the folders searched and what to do.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Iterable
+
+from . import catalog
+from .catalog import ModelFile
+
+try:  # the one ComfyUI import of this module: folder lookups (DESIGN.md: files.py)
+    import folder_paths as _folder_paths
+except ImportError:
+    _folder_paths = None
+
+
+class ModelFileMissing(FileNotFoundError):
+    """A model file is not where Marionette looks; the message says where to put it."""
+
+
+class ModelFileInvalid(ValueError):
+    """A model file is there but unusable (corrupt, truncated, or a different model)."""
+
+
+_models_dir: Path | None = None
+_extra_dirs: dict[str, list[Path]] = {}
+
+
+def set_models_dir(path: str | os.PathLike | None) -> None:
+    """Use ``path`` as the ``models`` folder when ComfyUI is absent (tests, command line).
+    ``None`` restores the default guess (``<ComfyUI>/models`` when the pack sits in
+    ``<ComfyUI>/custom_nodes``)."""
+    global _models_dir
+    _models_dir = Path(path).resolve() if path is not None else None
+
+
+def add_search_dir(folder_key: str, path: str | os.PathLike) -> None:
+    """Search ``path`` too for files of ``folder_key`` (used by tests and the CLI)."""
+    _extra_dirs.setdefault(folder_key, []).append(Path(path))
+
+
+def _pack_dir() -> Path:
+    return Path(__file__).resolve().parents[1]
+
+
+def _default_models_dir() -> Path:
+    if _models_dir is not None:
+        return _models_dir
+    pack = _pack_dir()
+    if pack.parent.name == "custom_nodes":
+        return pack.parent.parent / "models"
+    return pack / "models"
+
+
+def register_comfy_folders() -> None:
+    """Register every catalog folder with ComfyUI's ``folder_paths``.
+
+    Appends (never overwrites: ``extra_model_paths.yaml`` may already have created the key)
+    and then sets the extension filter, because a new key starts with an empty set that
+    lists every file, READMEs included."""
+    if _folder_paths is None:
+        return
+    for folder in catalog.FOLDERS.values():
+        default = os.path.join(_folder_paths.models_dir, folder.key)
+        _folder_paths.add_model_folder_path(folder.key, default, is_default=False)
+        paths, _ = _folder_paths.folder_names_and_paths[folder.key]
+        _folder_paths.folder_names_and_paths[folder.key] = (paths, set(folder.extensions))
+
+
+def _comfy_folder(key: str) -> list[Path]:
+    if _folder_paths is None:
+        return []
+    try:
+        return [Path(p) for p in _folder_paths.get_folder_paths(key)]
+    except KeyError:
+        return []
+
+
+def folder_dirs(folder_key: str) -> list[Path]:
+    """The folders searched for ``folder_key`` (and its ``also`` keys), in order."""
+    keys = [folder_key, *catalog.FOLDERS[folder_key].also] if folder_key in catalog.FOLDERS else [folder_key]
+    dirs: list[Path] = []
+    for key in keys:
+        dirs += _extra_dirs.get(key, [])
+        comfy = _comfy_folder(key)
+        dirs += comfy if comfy else [_default_models_dir() / key]
+    return _unique(dirs)
+
+
+def _custom_nodes_dirs() -> list[Path]:
+    if _folder_paths is not None:
+        try:
+            return [Path(p) for p in _folder_paths.get_folder_paths("custom_nodes")]
+        except KeyError:
+            pass
+    pack = _pack_dir()
+    return [pack.parent] if pack.parent.name == "custom_nodes" else []
+
+
+def _controlnet_aux_ckpts(custom_nodes: Path) -> list[Path]:
+    """comfyui_controlnet_aux's ckpts folder, honouring its config.yaml and env override."""
+    out = [custom_nodes / "comfyui_controlnet_aux" / "ckpts"]
+    env = os.environ.get("AUX_ANNOTATOR_CKPTS_PATH")
+    if env:
+        out.append(Path(env))
+    cfg = custom_nodes / "comfyui_controlnet_aux" / "config.yaml"
+    if cfg.is_file():
+        for line in cfg.read_text(errors="ignore").splitlines():
+            if line.strip().startswith("annotator_ckpts_path:"):
+                value = line.split(":", 1)[1].strip().strip("'\"")
+                if value:
+                    p = Path(value)
+                    out.append(p if p.is_absolute() else cfg.parent / p)
+    return out
+
+
+def _hf_cache_dirs(repo: str) -> list[Path]:
+    base = os.environ.get("HF_HUB_CACHE") or os.path.join(
+        os.environ.get("HF_HOME", os.path.join(os.path.expanduser("~"), ".cache", "huggingface")), "hub")
+    snapshots = Path(base) / ("models--" + repo.replace("/", "--")) / "snapshots"
+    return sorted(snapshots.glob("*")) if snapshots.is_dir() else []
+
+
+def search_dirs(entry: ModelFile) -> list[Path]:
+    """Every folder searched for ``entry``, in the order searched."""
+    dirs = folder_dirs(entry.folder)
+    for cn in _custom_nodes_dirs():
+        for rel in entry.foreign_dirs:
+            dirs.append(cn / rel)
+            if rel.startswith("comfyui_controlnet_aux/ckpts/"):
+                sub = rel.split("ckpts/", 1)[1]
+                dirs += [c / sub for c in _controlnet_aux_ckpts(cn)[1:]]
+    if entry.hf_repo:
+        dirs += _hf_cache_dirs(entry.hf_repo)
+    return _unique(dirs)
+
+
+def _unique(paths: Iterable[Path]) -> list[Path]:
+    seen, out = set(), []
+    for p in paths:
+        k = str(p)
+        if k not in seen:
+            seen.add(k)
+            out.append(p)
+    return out
+
+
+def _find_in(directory: Path, names: tuple[str, ...], max_depth: int = 3) -> Path | None:
+    """``directory/name`` or the same name up to ``max_depth`` folders down (ComfyUI lists
+    sub-folders too)."""
+    if not directory.is_dir():
+        return None
+    for name in names:
+        p = directory / name
+        if p.is_file():
+            return p
+    for depth in range(1, max_depth + 1):
+        pattern = "/".join(["*"] * depth)
+        for name in names:
+            hits = sorted(directory.glob(f"{pattern}/{name}"))
+            if hits:
+                return hits[0]
+    return None
+
+
+def list_candidates(entry: ModelFile) -> list[str]:
+    """File choices for a node's combo: the published names first, then other files with the
+    right extension in the model's own folder (relative paths, as ComfyUI lists them)."""
+    out = list(entry.names)
+    ext = catalog.FOLDERS[entry.folder].extensions if entry.folder in catalog.FOLDERS else ()
+    for d in folder_dirs(entry.folder)[:1] + folder_dirs(entry.folder)[1:]:
+        if d.is_dir():
+            for p in sorted(d.rglob("*")):
+                if p.is_file() and p.suffix in ext:
+                    rel = p.relative_to(d).as_posix()
+                    if rel not in out and p.name not in out:
+                        out.append(rel)
+    return out
+
+
+def find(entry: ModelFile | str, name: str | None = None) -> Path:
+    """The path of ``entry``'s file (or of ``name``, a file the user picked instead).
+
+    Raises ``ModelFileMissing`` naming the file, every folder searched and where to get it."""
+    if isinstance(entry, str):
+        entry = catalog.model(entry)
+    if name is not None and os.path.isabs(name):
+        if os.path.isfile(name):
+            return Path(name)
+        raise missing_error(entry, [Path(name).parent], wanted=Path(name).name)
+    names = (name,) if name and name not in entry.names else entry.names
+    dirs = search_dirs(entry)
+    for d in dirs:
+        if name and name not in entry.names:
+            p = d / name
+            if p.is_file():
+                return p
+            continue
+        p = _find_in(d, names)
+        if p is not None:
+            return p
+    raise missing_error(entry, dirs, wanted=names[0])
+
+
+def missing_error(entry: ModelFile, dirs: list[Path], wanted: str) -> ModelFileMissing:
+    first = dirs[0] if dirs else _default_models_dir() / entry.folder
+    looked = "\n".join(f"  - {d}" for d in dirs)
+    return ModelFileMissing(
+        f"Marionette needs the {entry.title} file '{wanted}' and could not find it.\n"
+        f"Looked in:\n{looked}\n"
+        f"Fix: download it from {entry.url} ({entry.licence}) and put it in {first}{os.sep} "
+        f"(or any folder listed for '{entry.folder}' in extra_model_paths.yaml)."
+    )
+
+
+# ---------------------------------------------------------------- safe loading
+
+def load_state_dict(path: str | os.PathLike, entry: ModelFile | None = None) -> dict:
+    """Tensors of a weight file, never running pickled code.
+
+    ``.safetensors`` through safetensors; ``.pth/.pt/.bin/.ckpt`` through
+    ``torch.load(weights_only=True)``; a top-level ``state_dict``/``model`` key is unwrapped."""
+    import torch
+
+    path = Path(path)
+    what = entry.title if entry else "model"
+    if not path.is_file():
+        raise ModelFileMissing(f"{what} file {path} does not exist")
+    try:
+        if path.suffix in (".safetensors", ".sft"):
+            from safetensors.torch import load_file
+
+            sd = load_file(str(path))
+        else:
+            sd = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as exc:  # corrupt or truncated downloads end up here in many forms
+        raise invalid_error(path, entry, f"it could not be read ({type(exc).__name__}: {str(exc)[:200]})") from exc
+    for key in ("state_dict", "model", "module"):
+        if isinstance(sd, dict) and key in sd and isinstance(sd[key], dict) and len(sd) <= 3:
+            sd = sd[key]
+    if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
+        raise invalid_error(path, entry, "it holds no plain dictionary of tensors")
+    return sd
+
+
+def check_state_dict(sd: dict, expected: dict, path: str | os.PathLike, entry: ModelFile | None = None,
+                     allow_unexpected: Iterable[str] = ()) -> None:
+    """Compare a state dict with ``expected`` (name → shape); raise ``ModelFileInvalid`` listing
+    missing keys, unexpected keys and shape mismatches (a few of each)."""
+    allow = tuple(allow_unexpected)
+    missing = [k for k in expected if k not in sd]
+    unexpected = [k for k in sd if k not in expected and not k.startswith(allow)]
+    wrong = [f"{k}: file {tuple(sd[k].shape)} vs expected {tuple(expected[k])}"
+             for k in expected if k in sd and tuple(sd[k].shape) != tuple(expected[k])]
+    if not (missing or unexpected or wrong):
+        return
+    parts = []
+    for label, items in (("missing keys", missing), ("unexpected keys", unexpected), ("shape mismatches", wrong)):
+        if items:
+            more = f" (+{len(items) - 5} more)" if len(items) > 5 else ""
+            parts.append(f"{len(items)} {label}: " + ", ".join(items[:5]) + more)
+    raise invalid_error(path, entry, "its weights do not match the expected layout — " + "; ".join(parts))
+
+
+def invalid_error(path: str | os.PathLike, entry: ModelFile | None, why: str) -> ModelFileInvalid:
+    fix = (f"Fix: download it again from {entry.url} (it may be truncated or a different model) "
+           f"and replace {path}." if entry else f"Fix: replace {path} with an intact copy.")
+    title = entry.title if entry else "model"
+    return ModelFileInvalid(f"The {title} file {path} is not usable: {why}.\n{fix}")
+
+
+def open_onnx(path: str | os.PathLike, entry: ModelFile | None = None, providers: list[str] | None = None):
+    """An onnxruntime session for ``path``, checked against the catalog's signature."""
+    import onnxruntime as ort
+
+    path = Path(path)
+    if not path.is_file():
+        raise ModelFileMissing(f"ONNX file {path} does not exist")
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    try:
+        sess = ort.InferenceSession(str(path), sess_options=opts, providers=providers or ["CPUExecutionProvider"])
+    except Exception as exc:
+        raise invalid_error(path, entry, f"onnxruntime cannot open it ({type(exc).__name__}: {str(exc)[:200]})") from exc
+    if entry is not None:
+        check_onnx_signature(sess, path, entry)
+    return sess
+
+
+def _dims_match(found, spec) -> bool:
+    if len(found) != len(spec):
+        return False
+    for f, s in zip(found, spec):
+        if s is None or not isinstance(f, int):  # dynamic axis on either side
+            continue
+        if f != s:
+            return False
+    return True
+
+
+def check_onnx_signature(sess, path: Path, entry: ModelFile) -> None:
+    ins = [(i.name, tuple(i.shape)) for i in sess.get_inputs()]
+    outs = [(o.name, tuple(o.shape)) for o in sess.get_outputs()]
+    ok = (len(ins) == len(entry.onnx_inputs) and len(outs) == len(entry.onnx_outputs)
+          and all(_dims_match(s, spec.shape) for (_, s), spec in zip(ins, entry.onnx_inputs))
+          and all(_dims_match(s, spec.shape) for (_, s), spec in zip(outs, entry.onnx_outputs)))
+    if not ok:
+        def fmt(items):
+            return ", ".join(f"'{n}' {list(s)}" for n, s in items)
+        raise invalid_error(
+            path, entry,
+            f"it does not look like the {entry.title}: expected inputs "
+            f"{fmt([(s.name, s.shape) for s in entry.onnx_inputs])} and outputs "
+            f"{fmt([(s.name, s.shape) for s in entry.onnx_outputs])}, found inputs {fmt(ins)} and "
+            f"outputs {fmt(outs)} (another model saved under this name?)")
