@@ -78,12 +78,14 @@ def register_comfy_folders() -> None:
 
 
 def _comfy_folder(key: str) -> list[Path]:
+    """ComfyUI's folders for ``key``; an unregistered key (e.g. another pack's ``detection``)
+    is ``<ComfyUI models>/<key>``, honouring ``--base-directory``."""
     if _folder_paths is None:
         return []
     try:
         return [Path(p) for p in _folder_paths.get_folder_paths(key)]
     except KeyError:
-        return []
+        return [Path(_folder_paths.models_dir) / key]
 
 
 def folder_dirs(folder_key: str) -> list[Path]:

@@ -10,8 +10,68 @@ Each id is the string ComfyUI matches links by. Payloads:
     (134 raw scores in DWPose order)). Converters to the dense ``[T, P, 134, 3]`` array used
     inside stages live in ``nodes/keypoints.py``.
 
-Later stages add ``BODY_SEQUENCE``, ``BODY_MODEL``, ``POINT_TRACKS``, ``CHAMP_MODEL``,
-``GUIDANCE_FEATURES`` and ``STITCHING`` here (see DESIGN.md).
+``BODY_MODEL``
+    A loaded parametric body (``nodes/body/base.py: BodyModel``): Anny, SMPL or SMPL-X.
+
+``BODY_SEQUENCE``
+    ``BodySequence`` below: a fitted body per frame, with everything a renderer or another tool
+    needs (camera-space vertices, faces, part labels, intrinsics), so the render stage never
+    needs the body model. Saved and loaded as ``.npz`` (``nodes/body/io.py``).
+
+Later stages add ``POINT_TRACKS``, ``CHAMP_MODEL``, ``GUIDANCE_FEATURES`` and ``STITCHING``
+here (see DESIGN.md).
 """
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
 
 POSE_KEYPOINT = "POSE_KEYPOINT"
+BODY_MODEL = "BODY_MODEL"
+BODY_SEQUENCE = "BODY_SEQUENCE"
+
+
+@dataclass
+class BodySequence:
+    """A body fitted to ``T`` frames.
+
+    Coordinates: OpenCV camera space (x right, y down, z forward), metres; pixels with centres
+    at integers.
+
+    model:        body model name (``"anny"``, ``"smpl"``, ``"smplx"``), ``variant`` e.g. gender.
+    shape:        ``[S]`` the person's shape parameters (one set for the whole sequence).
+    body_pose:    ``[T, J, 3]`` axis-angle per articulated joint (the model's ``joint_names``).
+    global_orient:``[T, 3]`` axis-angle of the whole body in camera space.
+    transl:       ``[T, 3]`` body translation in camera space, metres.
+    K:            ``[T, 3, 3]`` camera intrinsics per frame, pixels.
+    width/height: image size in pixels.
+    vertices:     ``[T, V, 3]`` float32 camera-space vertices.
+    faces:        ``[F, 3]`` int32.
+    part_labels:  ``[V]`` int SMPL 24-part label per vertex (Champ's semantic colours).
+    keypoints2d:  ``[T, 134, 2]`` the fitted body's projected DWPose-134 keypoints, NaN where the
+                  model has no such point.
+    fit_error:    ``[T]`` mean reprojection error of the fit in pixels (NaN when not fitted).
+    shape_names / joint_names: names of the parameters (saved so other tools can read them).
+    """
+
+    model: str
+    shape: np.ndarray
+    body_pose: np.ndarray
+    global_orient: np.ndarray
+    transl: np.ndarray
+    K: np.ndarray
+    width: int
+    height: int
+    vertices: np.ndarray
+    faces: np.ndarray
+    part_labels: np.ndarray
+    keypoints2d: np.ndarray
+    fit_error: np.ndarray
+    variant: str = ""
+    shape_names: tuple[str, ...] = ()
+    joint_names: tuple[str, ...] = ()
+    extras: dict = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return int(self.vertices.shape[0])

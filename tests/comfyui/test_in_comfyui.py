@@ -4,7 +4,7 @@ One server per module (tests/comfyui/server.py): the pack linked into a temp ``c
 fixture models from tests/fixtures/make_models.py, ``workflows/inputs`` as the input folder.
 
 Workflow expectations: ``workflows/tests/<name>.json`` (optional) sits beside
-``workflows/<name>_api.json`` and says what the run must produce::
+``workflows/api/<name>_api.json`` and says what the run must produce::
 
     {
       "timeout_s": 300,                      # optional, default 300
@@ -57,7 +57,7 @@ def _load_harness():
 harness = _load_harness()
 PACK_MODULE = f"custom_nodes.{harness.PACK_FOLDER}"
 
-API_WORKFLOWS = sorted(WORKFLOWS.glob("*_api.json"))
+API_WORKFLOWS = sorted((WORKFLOWS / "api").glob("*_api.json"))
 UI_WORKFLOWS = sorted(p for p in WORKFLOWS.glob("*.json") if not p.name.endswith("_api.json"))
 FRONTEND_ONLY_TYPES = {"Note", "MarkdownNote", "Reroute", "PrimitiveNode"}
 WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}

@@ -84,6 +84,7 @@ try {
     const result = await page.evaluate(async ([wf, wfName]) => {
       const { app, LiteGraph } = window;
       window.__marionetteMissing = null;
+      const dialogsBefore = new Set(document.querySelectorAll(".p-dialog"));
       await app.loadGraphData(structuredClone(wf), true, true, wfName, { showMissingModelsDialog: false });
       await new Promise((r) => requestAnimationFrame(() => requestAnimationFrame(r)));
       const problems = [];
@@ -117,12 +118,12 @@ try {
       for (const l of wf.links || []) {
         if (Array.isArray(l) && !after.has(key(l))) problems.push(`link ${JSON.stringify(l)} is not in the loaded graph (the editor rewired or dropped it)`);
       }
-      const dialog = [...document.querySelectorAll(".p-dialog")].map((d) => d.innerText).find((t) => /missing/i.test(t));
+      const dialog = [...document.querySelectorAll(".p-dialog")].filter((d) => !dialogsBefore.has(d)).map((d) => d.innerText).find((t) => /missing/i.test(t));
       if (dialog) problems.push(`a dialog reports: ${dialog.slice(0, 300).replace(/\s+/g, " ")}`);
       try { await app.extensionManager.command.execute("Comfy.Canvas.FitView"); } catch { /* older frontends */ }
       app.graph.setDirtyCanvas(true, true);
       return { problems, count, types: [...new Set((wf.nodes || []).map((n) => n.type))] };
-    }, [workflow, `${name}.json`]);
+    }, [workflow, `${name}.json`]).catch((err) => ({ problems: [`loading threw: ${err.message.split("\n")[0]}`], count: 0, types: [] }));
     await page.waitForTimeout(800); // let the canvas draw
     const shot = path.join(outDir, `${name}.png`);
     await page.screenshot({ path: shot });
