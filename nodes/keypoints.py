@@ -124,14 +124,15 @@ def _person_dict(person: np.ndarray, threshold: float) -> dict:
         face = _triples(person[FACE], visible[FACE]) + _triples(person[eyes], visible[eyes])
     hands = [_triples(person[s], visible[s]) if visible[s].any() else None
              for s in (LEFT_HAND, RIGHT_HAND)]
-    scores = np.where(xy_ok, person[:, 2], 0.0)
+    # float32 scores written with their shortest repr: exact for float32, half the text.
+    scores = [float(str(v)) for v in np.where(xy_ok, person[:, 2], 0.0).astype(np.float32)]
     return {
         "pose_keypoints_2d": _triples(person[BODY], visible[BODY]),
         "face_keypoints_2d": face,
         "hand_left_keypoints_2d": hands[0],
         "hand_right_keypoints_2d": hands[1],
         "foot_keypoints_2d": _triples(person[FEET], visible[FEET]),
-        CONFIDENCE_KEY: scores.astype(np.float64).tolist(),
+        CONFIDENCE_KEY: scores,
     }
 
 
@@ -142,7 +143,7 @@ def _per_frame(value, num_frames: int, name: str) -> list[int]:
                          f"pass one {name} or one per frame.")
     out = []
     for v in values:
-        if not float(v).is_integer() or int(v) <= 0:
+        if not _is_number(v) or not float(v).is_integer() or int(v) <= 0:
             raise ValueError(f"{name} must be a positive whole number of pixels, got {v!r}.")
         out.append(int(v))
     return out
@@ -185,6 +186,11 @@ def _is_number(v) -> bool:
     return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool)
 
 
+def _all_numbers(values) -> bool:
+    # Fast path for what JSON gives; numpy scalars take the slow one. bool is not a number.
+    return all(type(v) is float or type(v) is int for v in values) or all(_is_number(v) for v in values)
+
+
 def _flat_values(values, where: str, key: str) -> list | None:
     """The numbers of one per-person array, flattening ``[[x, y, c], ...]``; None when absent."""
     if values is None or (isinstance(values, (list, tuple)) and len(values) == 0):
@@ -195,7 +201,7 @@ def _flat_values(values, where: str, key: str) -> list | None:
         if any(len(v) != 3 for v in values):
             raise ValueError(f"{where}: '{key}' is a list of points but not all are [x, y, c] triples.")
         values = [n for v in values for n in v]
-    if not all(_is_number(v) for v in values):
+    if not _all_numbers(values):
         bad = next(v for v in values if not _is_number(v))
         raise ValueError(f"{where}: '{key}' must hold only numbers, found {bad!r}.")
     allowed = _LENGTHS[key]
@@ -217,12 +223,7 @@ def _canvas_size(frame: dict, key: str, where: str) -> int:
     return int(value)
 
 
-def check_pose_keypoint(frames: Any, source: str = "POSE_KEYPOINT") -> list[dict]:
-    """Validate a POSE_KEYPOINT value and return it as a list of frame dicts.
-
-    A single frame dict is accepted and wrapped in a list. Raises ``ValueError`` naming
-    ``source``, the frame and person index, the key and what was expected.
-    """
+def _frame_list(frames: Any, source: str) -> list:
     if isinstance(frames, dict):
         if "people" not in frames and "canvas_width" not in frames:
             raise ValueError(f"{source}: expected a list of frames (or one frame dict with 'people', "
@@ -230,68 +231,87 @@ def check_pose_keypoint(frames: Any, source: str = "POSE_KEYPOINT") -> list[dict
         frames = [frames]
     if not isinstance(frames, (list, tuple)):
         raise ValueError(f"{source}: expected a list of frame dicts, got {type(frames).__name__}.")
-    for i, frame in enumerate(frames):
-        where = f"{source}: frame {i}"
-        if not isinstance(frame, dict):
-            raise ValueError(f"{where}: expected a dict with 'people', 'canvas_width', 'canvas_height', "
-                             f"got {type(frame).__name__}.")
-        _canvas_size(frame, "canvas_width", where)
-        _canvas_size(frame, "canvas_height", where)
-        if "people" not in frame and frame.get("animals"):
-            raise ValueError(f"{where}: holds animal keypoints ('animals', AP-10K), not people.")
-        people = frame.get("people", [])
-        if not isinstance(people, (list, tuple)):
-            raise ValueError(f"{where}: 'people' must be a list, got {type(people).__name__}.")
-        for j, person in enumerate(people):
-            where_p = f"{where}, person {j}"
-            if not isinstance(person, dict):
-                raise ValueError(f"{where_p}: expected a dict of keypoint arrays, got {type(person).__name__}.")
-            for key in _LENGTHS:
-                _flat_values(person.get(key), where_p, key)
-            conf = person.get(CONFIDENCE_KEY)
-            if conf is not None and (not isinstance(conf, (list, tuple)) or len(conf) != NUM_KEYPOINTS
-                                     or not all(_is_number(v) for v in conf)):
-                raise ValueError(f"{where_p}: '{CONFIDENCE_KEY}' must be a list of {NUM_KEYPOINTS} numbers "
-                                 f"(scores in DWPose-134 order) or be left out.")
     return list(frames)
+
+
+def _check_frame(frame: Any, where: str) -> tuple[int, int, list]:
+    """Canvas width, height and people of one frame."""
+    if not isinstance(frame, dict):
+        raise ValueError(f"{where}: expected a dict with 'people', 'canvas_width', 'canvas_height', "
+                         f"got {type(frame).__name__}.")
+    width, height = _canvas_size(frame, "canvas_width", where), _canvas_size(frame, "canvas_height", where)
+    if "people" not in frame and frame.get("animals"):
+        raise ValueError(f"{where}: holds animal keypoints ('animals', AP-10K), not people.")
+    people = frame.get("people", [])
+    if not isinstance(people, (list, tuple)):
+        raise ValueError(f"{where}: 'people' must be a list, got {type(people).__name__}.")
+    return width, height, list(people)
+
+
+def _parse_person(person: Any, where: str) -> tuple[dict, np.ndarray | None]:
+    """Each keypoint array of a person as ``[n, 3]`` float64 (None when absent), and the
+    ``marionette_confidence`` scores (None when absent)."""
+    if not isinstance(person, dict):
+        raise ValueError(f"{where}: expected a dict of keypoint arrays, got {type(person).__name__}.")
+    parts = {}
+    for key in _LENGTHS:
+        values = _flat_values(person.get(key), where, key)
+        parts[key] = None if values is None else np.asarray(values, dtype=np.float64).reshape(-1, 3)
+    conf = person.get(CONFIDENCE_KEY)
+    if conf is not None:
+        if not isinstance(conf, (list, tuple)) or len(conf) != NUM_KEYPOINTS or not _all_numbers(conf):
+            raise ValueError(f"{where}: '{CONFIDENCE_KEY}' must be a list of {NUM_KEYPOINTS} numbers "
+                             f"(scores in DWPose-134 order) or be left out.")
+        conf = np.asarray(conf, dtype=np.float64)
+    return parts, conf
+
+
+def check_pose_keypoint(frames: Any, source: str = "POSE_KEYPOINT") -> list[dict]:
+    """Validate a POSE_KEYPOINT value and return it as a list of frame dicts.
+
+    A single frame dict is accepted and wrapped in a list. Raises ``ValueError`` naming
+    ``source``, the frame and person index, the key and what was expected.
+    """
+    frames = _frame_list(frames, source)
+    for i, frame in enumerate(frames):
+        _, _, people = _check_frame(frame, f"{source}: frame {i}")
+        for j, person in enumerate(people):
+            _parse_person(person, f"{source}: frame {i}, person {j}")
+    return frames
 
 
 # ---------------------------------------------------------------------------------------------
 # POSE_KEYPOINT -> dense
 # ---------------------------------------------------------------------------------------------
 
-def _points(person: dict, key: str, where: str) -> np.ndarray | None:
-    values = _flat_values(person.get(key), where, key)
-    return None if values is None else np.asarray(values, dtype=np.float64).reshape(-1, 3)
-
-
-def _dense_person(person: dict, width: int, height: int, where: str) -> np.ndarray:
+def _dense_person(parts: dict, conf: np.ndarray | None, width: int, height: int) -> np.ndarray:
     out = np.zeros((NUM_KEYPOINTS, 3), dtype=np.float64)
-    body = _points(person, "pose_keypoints_2d", where)
+    body = parts["pose_keypoints_2d"]
     if body is not None:
         if len(body) == 25:
-            if person.get("foot_keypoints_2d") is None:
+            if parts["foot_keypoints_2d"] is None:
                 out[FEET] = body[list(_BODY25_FEET)]
             body = body[list(_BODY25_TO_BODY18)]
         out[BODY] = body
     for key, part in (("foot_keypoints_2d", FEET), ("hand_left_keypoints_2d", LEFT_HAND),
                       ("hand_right_keypoints_2d", RIGHT_HAND)):
-        points = _points(person, key, where)
-        if points is not None:
-            out[part] = points
-    face = _points(person, "face_keypoints_2d", where)
-    if face is not None:
-        out[FACE] = face[:68]  # 68/69 are the body eyes (comfyui) or pupils (OpenPose)
+        if parts[key] is not None:
+            out[part] = parts[key]
+    if parts["face_keypoints_2d"] is not None:
+        out[FACE] = parts["face_keypoints_2d"][:68]  # 68/69 are the body eyes (comfyui) or pupils (OpenPose)
     present = out[:, 2] > 0
-    conf = person.get(CONFIDENCE_KEY)
     if conf is not None:
         # Use the raw scores, but only where the lists hold the point: a point deleted from a
         # list (say, in a pose editor) stays deleted.
-        out[:, 2] = np.where(present, np.asarray(conf, dtype=np.float64), 0.0)
-    xy = out[present, :2]
-    if xy.size and (xy >= 0).all() and (xy <= 1).all():
-        out[present, :2] *= (width, height)  # normalised 0..1 coordinates
+        out[:, 2] = np.where(present, conf, 0.0)
+    if _normalised(out[present, :2]):
+        out[present, :2] *= (width, height)
     return out
+
+
+def _normalised(xy: np.ndarray) -> bool:
+    """Present points all within 0..1: normalised coordinates (no real pose fits in a pixel)."""
+    return bool(xy.size) and bool((xy >= 0).all() and (xy <= 1).all())
 
 
 def pose_keypoint_to_dense(frames: Any) -> PoseArrays:
@@ -300,19 +320,21 @@ def pose_keypoint_to_dense(frames: Any) -> PoseArrays:
     Per person, the score of a point is ``marionette_confidence`` when present and the point is
     in its list (c > 0), else c (1.0 for comfyui, the real confidence for OpenPose JSON).
     Points with c = 0 are missing. A person whose present points all lie in 0..1 is taken as
-    normalised and scaled to the canvas (no real pose fits in one pixel).
+    normalised and scaled to the canvas.
 
     Returns:
         PoseArrays with keypoints ``[T, P, 134, 3]`` float32 (P = most people in a frame).
     """
-    frames = check_pose_keypoint(frames)
-    num_people = max((len(f.get("people", [])) for f in frames), default=0)
+    frames = _frame_list(frames, "POSE_KEYPOINT")
+    checked = [_check_frame(frame, f"POSE_KEYPOINT: frame {t}") for t, frame in enumerate(frames)]
+    num_people = max((len(people) for _, _, people in checked), default=0)
     kps = np.zeros((len(frames), num_people, NUM_KEYPOINTS, 3), dtype=np.float32)
-    widths = np.array([int(f["canvas_width"]) for f in frames], dtype=np.int64)
-    heights = np.array([int(f["canvas_height"]) for f in frames], dtype=np.int64)
-    for t, frame in enumerate(frames):
-        for p, person in enumerate(frame.get("people", [])):
-            kps[t, p] = _dense_person(person, widths[t], heights[t], f"frame {t}, person {p}")
+    for t, (width, height, people) in enumerate(checked):
+        for p, person in enumerate(people):
+            parts, conf = _parse_person(person, f"POSE_KEYPOINT: frame {t}, person {p}")
+            kps[t, p] = _dense_person(parts, conf, width, height)
+    widths = np.array([w for w, _, _ in checked], dtype=np.int64)
+    heights = np.array([h for _, h, _ in checked], dtype=np.int64)
     return PoseArrays(kps, widths, heights)
 
 
@@ -365,13 +387,6 @@ def load_json(path: str | Path) -> list[dict]:
     return check_pose_keypoint(data, source=str(path))
 
 
-def _is_normalised(person: dict) -> bool:
-    xy = [pts[pts[:, 2] > 0, :2] for key in _LENGTHS
-          if (pts := _points(person, key, "person")) is not None]
-    xy = np.concatenate(xy) if xy else np.zeros((0, 2))
-    return bool(xy.size) and bool((xy >= 0).all() and (xy <= 1).all())
-
-
 def scale_keypoints(frames: Any, new_w: int, new_h: int) -> list[dict]:
     """Rescale a POSE_KEYPOINT list to a new canvas size (e.g. after resizing the images).
 
@@ -386,16 +401,14 @@ def scale_keypoints(frames: Any, new_w: int, new_h: int) -> list[dict]:
         sx, sy = new_w / frame["canvas_width"], new_h / frame["canvas_height"]
         frame = copy.deepcopy(frame)
         for person in frame.get("people", []):
-            if _is_normalised(person):
+            parts, _ = _parse_person(person, "person")
+            present = [pts[pts[:, 2] > 0, :2] for pts in parts.values() if pts is not None]
+            if _normalised(np.concatenate(present) if present else np.zeros((0, 2))):
                 continue
-            for key in _LENGTHS:
-                pts = _points(person, key, "person")
-                if pts is None:
-                    continue
-                present = pts[:, 2] > 0
-                pts[present, 0] *= sx
-                pts[present, 1] *= sy
-                person[key] = pts.ravel().tolist()
+            for key, pts in parts.items():
+                if pts is not None:
+                    pts[pts[:, 2] > 0, :2] *= (sx, sy)
+                    person[key] = pts.ravel().tolist()
         frame["canvas_width"], frame["canvas_height"] = new_w, new_h
         out.append(frame)
     return out

@@ -1,24 +1,29 @@
 """Draw DWPose keypoints as the ControlNet / Champ skeleton image, in plain numpy.
 
 The picture is the one the DWPose annotator draws (Champ's ``dwpose`` guidance, ControlNet
-openpose): body limbs as filled ellipses in an 18-colour table, dimmed to 60 %, joints as
-filled discs; hands as HSV-coloured 2-pixel lines with blue points; face as white dots.
-OpenCV is not a runtime dependency of the pack, so the few OpenCV primitives the annotator uses
-(``ellipse2Poly``, ``fillConvexPoly``, filled ``circle``, ``line`` with thickness 2, all LINE_8)
-are re-implemented here from their documented integer algorithms, so that the output matches
-the reference drawing pixel for pixel (tests/pose/test_draw.py checks it against images drawn by
-comfyui_controlnet_aux with OpenCV, see tests/golden/make_pose_goldens.py).
+openpose, champ_spec §9.4): body limbs as filled ellipses (half-width 4) in an 18-colour table
+at 60 % brightness, joints as discs of radius 4 in full colour; hands as 2-pixel lines coloured
+HSV(e/20, 1, 1) with blue discs of radius 4; face points as white discs of radius 3.
 
-Two layer orders exist in the wild and differ only where people overlap:
+OpenCV is not a runtime dependency of the pack, so the OpenCV primitives the annotator calls
+(``ellipse2Poly`` + ``fillConvexPoly``, filled ``circle``, ``line`` with thickness 2, all
+LINE_8) are re-implemented from OpenCV's integer algorithms, batched in numpy. The output is
+pixel-identical to the reference drawings (tests/pose/test_draw.py; goldens from
+tests/golden/make_pose_goldens.py, drawn with OpenCV 5.0; OpenCV 4.14 draws the same).
 
-* ``style="dwpose"`` (default): the original DWPose annotator that Champ's training data was
-  drawn with (IDEA-Research/DWPose, huggingface controlnet_aux): every limb of every person,
-  then the whole canvas × 0.6, then every joint, then all left hands, all right hands, all faces.
+Two layer orders exist in the wild; they differ only where people overlap:
+
+* ``style="dwpose"`` (default): the original DWPose annotator Champ's training data was drawn
+  with (IDEA-Research/DWPose, huggingface controlnet_aux): every limb of every person, then the
+  canvas × 0.6, every joint, all left hands, all right hands, all faces. Body points count when
+  their score is > threshold, the others when >= threshold, as there.
 * ``style="controlnet_aux"``: comfyui_controlnet_aux (its DWPose node and "Render Pose JSON"):
-  person by person (limbs in colour × 0.6, joints, hands, face), and the face also gets the two
-  body eyes as white dots, because its 70-point face pads DWPose's 68 points with them.
+  person by person (limbs in colour × 0.6, joints, hands, face), every point >= threshold, and
+  the face also gets the two body eyes as white dots (its 70-point face repeats them).
 
-Coordinates are pixels with OpenCV's convention (pixel centres at integers).
+Hand and face points with ``int(x)`` or ``int(y)`` below 1 are skipped (the reference compares
+the truncated pixel with eps = 0.01). Coordinates are pixels, OpenCV convention (pixel centres
+at integers); beyond ±10^7 px they are clamped.
 """
 from __future__ import annotations
 
@@ -103,39 +108,42 @@ def _ranges(counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def _clip_lines(width: int, height: int, x1, y1, x2, y2):
     """``cv::clipLine`` on a width×height rectangle for int64 arrays: Cohen-Sutherland with
-    double-precision intercepts truncated toward zero, ends updated in OpenCV's order.
+    double-precision intercepts truncated toward zero, the ends moved in OpenCV's order (rows
+    first, then columns; the second end uses the first one's new position).
     Returns the clipped ends and whether each segment touches the rectangle."""
     right, bottom = width - 1, height - 1
 
+    def xcode(x):
+        return (x < 0) * 1 + (x > right) * 2
+
     def code(x, y):
-        return (x < 0) * 1 + (x > right) * 2 + (y < 0) * 4 + (y > bottom) * 8
+        return xcode(x) + (y < 0) * 4 + (y > bottom) * 8
 
     def moved(start, num, den):
-        return start + np.trunc(num.astype(np.float64) * 1.0 / den).astype(np.int64)
+        return start + np.trunc(num / den).astype(np.int64)  # (int64)(double / int64)
 
     c1, c2 = code(x1, y1), code(x2, y2)
     todo = ((c1 & c2) == 0) & ((c1 | c2) != 0)
-    if todo.any():
-        with np.errstate(divide="ignore", invalid="ignore"):
-            for first in (True, False):  # pt1 then pt2, each with the other's updated value
-                c = c1 if first else c2
-                m = todo & ((c & 12) != 0)
-                a = np.where(c < 8, 0, bottom)
-                if first:
-                    x1 = np.where(m, moved(x1, (a - y1) * 1.0 * (x2 - x1), (y2 - y1)), x1)
-                    y1, c1 = np.where(m, a, y1), np.where(m, (x1 < 0) + (x1 > right) * 2, c1)
-                else:
-                    x2 = np.where(m, moved(x2, (a - y2) * 1.0 * (x2 - x1), (y2 - y1)), x2)
-                    y2, c2 = np.where(m, a, y2), np.where(m, (x2 < 0) + (x2 > right) * 2, c2)
-            todo &= ((c1 & c2) == 0) & ((c1 | c2) != 0)
-            m = todo & (c1 != 0)
-            a = np.where(c1 == 1, 0, right)
-            y1 = np.where(m, moved(y1, (a - x1) * 1.0 * (y2 - y1), (x2 - x1)), y1)
-            x1, c1 = np.where(m, a, x1), np.where(m, 0, c1)
-            m = todo & (c2 != 0)
-            a = np.where(c2 == 1, 0, right)
-            y2 = np.where(m, moved(y2, (a - x2) * 1.0 * (y2 - y1), (x2 - x1)), y2)
-            x2, c2 = np.where(m, a, x2), np.where(m, 0, c2)
+    if not todo.any():
+        return x1, y1, x2, y2, (c1 | c2) == 0
+    with np.errstate(divide="ignore", invalid="ignore"):  # lanes masked out may divide by zero
+        m = todo & ((c1 & 12) != 0)
+        row = np.where(c1 < 8, 0, bottom)
+        x1 = np.where(m, moved(x1, (row - y1) * 1.0 * (x2 - x1), y2 - y1), x1)
+        y1, c1 = np.where(m, row, y1), np.where(m, xcode(x1), c1)
+        m = todo & ((c2 & 12) != 0)
+        row = np.where(c2 < 8, 0, bottom)
+        x2 = np.where(m, moved(x2, (row - y2) * 1.0 * (x2 - x1), y2 - y1), x2)
+        y2, c2 = np.where(m, row, y2), np.where(m, xcode(x2), c2)
+        todo &= ((c1 & c2) == 0) & ((c1 | c2) != 0)
+        m = todo & (c1 != 0)
+        col = np.where(c1 == 1, 0, right)
+        y1 = np.where(m, moved(y1, (col - x1) * 1.0 * (y2 - y1), x2 - x1), y1)
+        x1, c1 = np.where(m, col, x1), np.where(m, 0, c1)
+        m = todo & (c2 != 0)
+        col = np.where(c2 == 1, 0, right)
+        y2 = np.where(m, moved(y2, (col - x2) * 1.0 * (y2 - y1), x2 - x1), y2)
+        x2, c2 = np.where(m, col, x2), np.where(m, 0, c2)
     return x1, y1, x2, y2, (c1 | c2) == 0
 
 
@@ -222,22 +230,21 @@ def _fill_convex(vx: np.ndarray, vy: np.ndarray, shift: int, width: int, height:
     ymax = (vy.max(axis=1) + delta) >> shift
     xmin, xmax = (vx.min(axis=1) + delta) >> shift, (vx.max(axis=1) + delta) >> shift
     live = (n >= 3) & (xmax >= 0) & (ymax >= 0) & (xmin < width) & (ymin < height)
-    counts = np.where(live, np.minimum(ymax, height - 1) - ymin + 1, 0)
-    owner, k = _ranges(counts)
+    # OpenCV also walks the rows above the image; here each row's edges come in closed form,
+    # so only the visible rows are computed.
+    top = np.maximum(ymin, 0)
+    owner, k = _ranges(np.where(live, np.minimum(ymax, height - 1) - top + 1, 0))
     if owner.size == 0:
         return outline
-    rows = ymin[owner] + k
+    rows = top[owner] + k
     ry, fx = (vy + delta) >> shift, vx << (_SHIFT - shift)
     x_a, used_a = _walk(fx, ry, imin, 1, owner, rows)
     x_b, used_b = _walk(fx, ry, imin, -1, owner, rows)
-    # OpenCV leaves a polygon at its first row where the two walks ran out of vertices.
-    out = (used_a + used_b > n).astype(np.int64)
-    seen = np.cumsum(out)
-    first = np.cumsum(counts) - counts
-    stopped = seen - np.concatenate([[0], seen])[first][owner] > 0
     left = np.maximum((np.minimum(x_a, x_b) + _HALF) >> _SHIFT, 0)
     right = np.minimum((np.maximum(x_a, x_b) + _HALF) >> _SHIFT, width - 1)
-    ok = ~stopped & (rows >= 0) & (left <= right)
+    # OpenCV leaves a polygon at the first row where the two walks have used up its vertices
+    # (the bottom row, which only the outline paints); the count grows with the row.
+    ok = (used_a + used_b <= n) & (left <= right)
     rows, left, right, owner = rows[ok], left[ok], right[ok], owner[ok]
     o, k = _ranges(right - left + 1)
     spans = (rows[o] * width + left[o] + k, owner[o])
@@ -320,60 +327,54 @@ def _thick_lines(x1, y1, x2, y2, width: int, height: int):
 # ---------------------------------------------------------------------------------------------
 
 STYLES = ("dwpose", "controlnet_aux")
+_FAR = 1e7  # pixels; coordinates beyond are clamped (OpenCV itself needs them in int32)
 
 
 class _Scene:
-    """Shapes to paint, each with its colour and a paint-order id; later ids cover earlier."""
+    """The shapes of one image in painting order. Each shape gets its colour and an id that
+    grows with the order; rendering gives every pixel the colour of its last shape, so the
+    shapes can be rasterised in batches by kind instead of one by one."""
 
     def __init__(self):
         self.colors: list = []
-        self.limbs, self.joints, self.edges, self.points = [], [], [], {4: [], 3: []}
+        self.limbs: list = []    # (id, x1, y1, x2, y2), float pixels
+        self.lines: list = []    # (id, x1, y1, x2, y2), integer pixels
+        self.discs: dict = {}    # radius -> [(id, x, y)], integer pixels
 
-    def _add(self, color) -> int:
+    def _next_id(self, color) -> int:
         self.colors.append(color)
         return len(self.colors)  # ids start at 1; 0 is the black background
 
     def limb(self, a, b, color):
-        self.limbs.append((self._add(color), a, b))
+        self.limbs.append((self._next_id(color), *a, *b))
 
-    def joint(self, p, color):
-        self.joints.append((self._add(color), p))
+    def line(self, a, b, color):
+        self.lines.append((self._next_id(color), *a, *b))
 
-    def edge(self, a, b, color):
-        self.edges.append((self._add(color), a, b))
-
-    def dots(self, points, radius, color):
-        """Several same-coloured discs painted at one step (hand or face points)."""
+    def dots(self, points, radius: int, color):
+        """Discs of one colour painted at one step (a joint, or all points of a hand or face)."""
         if len(points):
-            self.points[radius].append((self._add(color), points))
+            shape_id = self._next_id(color)
+            self.discs.setdefault(radius, []).extend((shape_id, x, y) for x, y in points)
 
     def render(self, width: int, height: int) -> np.ndarray:
+        def discs(radius):
+            return lambda x, y: _discs(x, y, radius, width, height)
+
+        batches = [(self.limbs, lambda *ends: _limbs(*ends, width, height), np.float64),
+                   (self.lines, lambda *ends: _thick_lines(*ends, width, height), np.int64)]
+        batches += [(shapes, discs(radius), np.int64) for radius, shapes in self.discs.items()]
         pixels, ids = [], []
-
-        def add(shapes, raster):
+        for shapes, raster, dtype in batches:
             if shapes:
-                order = np.array([s[0] for s in shapes])
-                pix, owner = raster(*(np.array([s[i] for s in shapes]) for i in range(1, 5)))
+                columns = np.array(shapes, dtype=np.float64).T
+                pix, owner = raster(*columns[1:].astype(dtype))
                 pixels.append(pix)
-                ids.append(order[owner])
-
-        add([(i, *a, *b) for i, a, b in self.limbs], lambda *v: _limbs(*v, width, height))
-        add([(i, *a, *b) for i, a, b in self.edges], lambda *v: _thick_lines(*v, width, height))
-        for radius, groups in self.points.items():
-            groups = [(i, x, y) for i, pts in groups for x, y in pts]
-            joints = [(i, *p) for i, p in self.joints] if radius == JOINT_RADIUS else []
-            shapes = groups + joints
-            if shapes:
-                order = np.array([s[0] for s in shapes])
-                pix, owner = _discs(np.array([s[1] for s in shapes]), np.array([s[2] for s in shapes]),
-                                    radius, width, height)
-                pixels.append(pix)
-                ids.append(order[owner])
+                ids.append(columns[0].astype(np.int32)[owner])
         canvas = np.zeros((height * width, 3), dtype=np.uint8)
         if pixels:
-            # Painter's algorithm without a loop: each pixel takes the colour of its last shape.
             top = np.zeros(height * width, dtype=np.int32)
-            np.maximum.at(top, np.concatenate(pixels), np.concatenate(ids).astype(np.int32))
+            np.maximum.at(top, np.concatenate(pixels), np.concatenate(ids))
             painted = np.flatnonzero(top)
             canvas[painted] = np.array(self.colors, dtype=np.uint8).reshape(-1, 3)[top[painted] - 1]
         return canvas.reshape(height, width, 3)
@@ -383,14 +384,20 @@ class _Person:
     """One person's points as the annotator sees them: which count, and the integer pixels of
     joints, hand and face points (``int()`` truncates toward zero)."""
 
-    def __init__(self, kps: np.ndarray, threshold: float, strict_body: bool):
+    def __init__(self, kps: np.ndarray, threshold: float, style: str, size: tuple[int, int]):
         finite = np.isfinite(kps).all(axis=1)
         score = np.where(finite, kps[:, 2], -np.inf)
         self.xy = np.where(finite[:, None], kps[:, :2], 0.0)
         self.visible = score >= threshold
-        # The original DWPose annotator keeps body points scoring > 0.3, the rest >= 0.3.
-        self.body_visible = (score[BODY] > threshold) if strict_body else self.visible[BODY]
-        self.ix = np.trunc(np.clip(self.xy, -2**40, 2**40)).astype(np.int64)
+        self.body_visible = self.visible[BODY]
+        if style == "dwpose":
+            # The original annotator keeps body points scoring > 0.3 (the rest >= 0.3), and
+            # gets coordinates divided by the canvas size, which it multiplies back: an exact
+            # integer can come back a hair lower and truncate to the pixel before.
+            self.body_visible = score[BODY] > threshold
+            self.xy = self.xy / size * size
+        self.xy = np.clip(self.xy, -_FAR, _FAR)  # keeps the fixed-point maths inside int64
+        self.ix = np.trunc(self.xy).astype(np.int64)
         # Hand and face points are skipped when int(x) or int(y) is below 1: the reference tests
         # the truncated pixel (or normalised × size) against eps = 0.01.
         self.drawable = self.visible & (self.ix[:, 0] > 0) & (self.ix[:, 1] > 0)
@@ -402,7 +409,7 @@ class _Person:
 
     def joint(self, scene: _Scene, i: int):
         if self.body_visible[i]:
-            scene.joint(self.ix[i], BODY_COLORS[i])
+            scene.dots(self.ix[i:i + 1], JOINT_RADIUS, BODY_COLORS[i])
 
     def hand(self, scene: _Scene, part: slice):
         if not self.visible[part].any():
@@ -410,7 +417,7 @@ class _Person:
         ok, ix = self.drawable[part], self.ix[part]
         for e, (a, b) in enumerate(HAND_EDGES):
             if ok[a] and ok[b]:
-                scene.edge(ix[a], ix[b], HAND_EDGE_COLORS[e])
+                scene.line(ix[a], ix[b], HAND_EDGE_COLORS[e])
         scene.dots(ix[ok], HAND_POINT_RADIUS, HAND_POINT_COLOR)
 
     def face(self, scene: _Scene, with_eyes: bool):
@@ -445,7 +452,7 @@ def draw_pose(people_kps: np.ndarray, width: int, height: int, body: bool = True
     width, height = int(width), int(height)
     if width <= 0 or height <= 0:
         raise ValueError(f"canvas size must be positive, got {width}×{height}.")
-    people = [_Person(p, threshold, strict_body=style == "dwpose") for p in kps]
+    people = [_Person(p, threshold, style, (float(width), float(height))) for p in kps]
     scene = _Scene()
     if style == "controlnet_aux":  # person by person
         for person in people:
@@ -491,14 +498,14 @@ def draw_frames(frames, width: int | None = None, height: int | None = None, bod
         if len(sizes) > 1:
             raise ValueError(f"the frames have different canvas sizes {sorted(sizes)}; pass width and height "
                              f"to draw them all at one size.")
-    out = []
+    if dense.num_frames == 0:
+        return np.zeros((0, int(height or 1), int(width or 1), 3), dtype=np.float32)
+    w = int(width) if width is not None else int(dense.widths[0])
+    h = int(height) if height is not None else int(dense.heights[0])
+    out = np.empty((dense.num_frames, h, w, 3), dtype=np.float32)
     for t in range(dense.num_frames):
-        w = int(width) if width is not None else int(dense.widths[t])
-        h = int(height) if height is not None else int(dense.heights[t])
         kps = dense.keypoints[t].astype(np.float64)
         kps[..., 0] *= w / dense.widths[t]
         kps[..., 1] *= h / dense.heights[t]
-        out.append(draw_pose(kps, w, h, body, hands, face, threshold, style))
-    if not out:
-        return np.zeros((0, int(height or 1), int(width or 1), 3), dtype=np.float32)
-    return np.stack(out).astype(np.float32) / 255.0
+        out[t] = draw_pose(kps, w, h, body, hands, face, threshold, style)
+    return np.divide(out, 255.0, out=out)

@@ -188,8 +188,11 @@ class MarionetteLoadPoseKeypoints(io.ComfyNode):
 
     @classmethod
     def execute(cls, file):
-        frames = kp_format.load_json(cls._path(file))
-        return io.NodeOutput(frames, len(frames), int(frames[0]["canvas_width"]), int(frames[0]["canvas_height"]))
+        # Normalise other producers' variants (BODY_25, triples, real confidences) to the
+        # comfyui_controlnet_aux layout, so downstream nodes of any pack can read it.
+        arrays = kp_format.pose_keypoint_to_dense(kp_format.load_json(cls._path(file)))
+        frames = kp_format.dense_to_pose_keypoint(arrays.keypoints, arrays.widths, arrays.heights)
+        return io.NodeOutput(frames, len(frames), int(arrays.widths[0]), int(arrays.heights[0]))
 
 
 class MarionetteSavePoseKeypoints(io.ComfyNode):

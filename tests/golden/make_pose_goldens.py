@@ -15,9 +15,10 @@ needed; ``body.py`` (OpenPose's network) is replaced by the two NamedTuples util
 
 Usage (the mirror lacks some large binary files, so export just the Python sources)::
 
-    mkdir -p /tmp/cnaux && git -C <comfyui_controlnet_aux repo> archive HEAD src/custom_controlnet_aux/dwpose \\
-        | tar -x -C /tmp/cnaux
-    pip download --no-deps controlnet-aux==0.0.10 -d /tmp && unzip -q /tmp/controlnet_aux-0.0.10-py3-none-any.whl -d /tmp/hfaux
+    mkdir -p /tmp/cnaux && git -C <comfyui_controlnet_aux repo> archive HEAD \\
+        src/custom_controlnet_aux/dwpose | tar -x -C /tmp/cnaux
+    pip download --no-deps controlnet-aux==0.0.10 -d /tmp
+    unzip -q /tmp/controlnet_aux-0.0.10-py3-none-any.whl -d /tmp/hfaux
     pip install opencv-python-headless matplotlib
     python tests/golden/make_pose_goldens.py /tmp/cnaux /tmp/hfaux
 
@@ -144,6 +145,11 @@ def make_people(seed: int, count: int, width: int, height: int, name: str) -> np
         # hands and face (the reference drops them when int(x) or int(y) is 0)
         people[0, [1, 30, 40, 95, 96, 117], 0] = [0.5, 0.9, 0.2, 0.7, 1.0, 0.99]
         people[1, [31, 100, 101, 120], 1] = [0.4, 0.6, 1.5, 0.0]
+        # a visible left hand straddling the right border and a right hand the bottom one
+        people[1, 92:113] = np.c_[rng.uniform(width - 20, width + 25, (21, 1)), rng.uniform(10, height - 10, (21, 1)),
+                                  np.ones((21, 1))]
+        people[0, 113:134] = np.c_[rng.uniform(min(50, width - 11), width - 10, (21, 1)),
+                                   rng.uniform(height - 20, height + 25, (21, 1)), np.ones((21, 1))]
         people[:, :, 2] = np.where(people[:, :, 2] > 0.02, people[:, :, 2], 0.5)
     if name == "partial":
         people[0, :18, 2] = 0.1               # person 0: hands and face only, no body
