@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import atexit
-import importlib.util
 import json
 import os
 import shutil
@@ -30,13 +29,10 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def _import_pack():
     """The repository as the package ``marionette`` (as ComfyUI and the tests import it)."""
-    if "marionette" not in sys.modules:
-        spec = importlib.util.spec_from_file_location("marionette", ROOT / "__init__.py",
-                                                      submodule_search_locations=[str(ROOT)])
-        module = importlib.util.module_from_spec(spec)
-        sys.modules["marionette"] = module
-        spec.loader.exec_module(module)
-    return sys.modules["marionette"]
+    sys.path.insert(0, str(ROOT))
+    import cli
+
+    return cli._pack()
 
 
 def _commit() -> str | None:

@@ -27,14 +27,9 @@ from typing import Callable, Sequence
 import numpy as np
 
 from ...models_loader import cache
+from ..keypoints import BODY, FACE, FEET, LEFT_HAND, NUM_KEYPOINTS, RIGHT_HAND  # noqa: F401 (re-exported)
 from . import tracking
 
-NUM_KEYPOINTS = 134
-BODY = slice(0, 18)
-FEET = slice(18, 24)
-FACE = slice(24, 92)
-LEFT_HAND = slice(92, 113)
-RIGHT_HAND = slice(113, 134)
 MIN_IMAGE_SIZE = 32
 
 # The official reorder after the neck is inserted at 17 (``new[:, openpose_idx] = new[:, mmpose_idx]``)
