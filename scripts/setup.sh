@@ -23,7 +23,7 @@ fi
 PY=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 .venv/bin/python -m pip install -q --disable-pip-version-check "${TORCH_SPEC:-torch==2.13.0}"
-.venv/bin/python -c 'import torch; print("torch==" + torch.__version__)' > .venv/constraints.txt
+.venv/bin/python -c 'import importlib.metadata as m; print("torch==" + m.version("torch"))' > .venv/constraints.txt
 .venv/bin/python -m pip install -q --disable-pip-version-check -r requirements.txt -r requirements-dev.txt \
   -c .venv/constraints.txt
 echo "Marionette is set up in .venv ($(cat .venv/constraints.txt))"
