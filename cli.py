@@ -46,7 +46,7 @@ def _progress(label: str):
 def draw_keypoints_file(keypoints: Path, out: Path, fps: float, width: int = 0, height: int = 0) -> Path:
     from marionette.nodes import keypoints as kp_format
     from marionette.nodes.media import write_video
-    from marionette.nodes.pose import draw
+    from marionette.nodes import skeleton as draw
 
     frames = kp_format.load_json(keypoints)
     images = draw.draw_frames(frames, width=width or None, height=height or None)
@@ -64,7 +64,8 @@ def cmd_pose(args) -> None:
     from marionette.models_loader import files
     from marionette.nodes import keypoints as kp_format
     from marionette.nodes.media import read_video, write_video
-    from marionette.nodes.pose import draw, dwpose
+    from marionette.nodes import skeleton as draw
+    from marionette.nodes.pose import dwpose
 
     if args.models_dir:
         files.set_models_dir(args.models_dir)

@@ -13,7 +13,8 @@ from ...models_loader import catalog, files
 from .. import keypoints as kp_format
 from ..comfy_bridge import io, progress_callback, to_output_device, ui
 from ..types import POSE_KEYPOINT
-from . import draw, dwpose
+from .. import skeleton as draw
+from . import dwpose
 
 try:
     import folder_paths

@@ -1,4 +1,4 @@
-"""Skeleton drawing (nodes/pose/draw.py): pixel equality with the reference annotators and the
+"""Skeleton drawing (nodes/skeleton.py): pixel equality with the reference annotators and the
 drawing conventions (champ_spec §9.4).
 
 Goldens: tests/golden/pose_*.png and pose_cases.npz, written by
@@ -15,7 +15,7 @@ import pytest
 from PIL import Image
 
 from marionette.nodes import keypoints as kp
-from marionette.nodes.pose import draw
+from marionette.nodes import skeleton as draw
 
 GOLDEN = Path(__file__).resolve().parents[1] / "golden"
 CASES = ["single", "crowd", "edges", "partial"]

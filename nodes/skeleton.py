@@ -30,7 +30,7 @@ from __future__ import annotations
 import math
 import numpy as np
 
-from ..keypoints import BODY, BODY_EYES, FACE, LEFT_HAND, RIGHT_HAND, pose_keypoint_to_dense
+from .keypoints import BODY, BODY_EYES, FACE, LEFT_HAND, RIGHT_HAND, pose_keypoint_to_dense
 
 # ---------------------------------------------------------------------------------------------
 # Conventions (champ_spec §9.4). Indices are 0-based into the DWPose-134 layout.
