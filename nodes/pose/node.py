@@ -4,22 +4,17 @@ Thin by design: schema, cheap checks, one call into ``dwpose`` / ``draw`` / ``ke
 """
 from __future__ import annotations
 
-from pathlib import Path
 
 import numpy as np
 import torch
 
 from ...models_loader import catalog, files
 from .. import keypoints as kp_format
+from .. import comfy_bridge as bridge
 from ..comfy_bridge import io, progress_callback, to_output_device, ui
 from ..types import POSE_KEYPOINT
 from .. import skeleton as draw
 from . import dwpose
-
-try:
-    import folder_paths
-except ImportError:
-    folder_paths = None
 
 PoseKeypoint = io.Custom(POSE_KEYPOINT)
 CATEGORY = "Marionette/pose"
@@ -42,18 +37,6 @@ def _part_switches() -> list:
 def _skeleton(frames: list[dict], width: int, height: int, body: bool, hands: bool, face: bool) -> torch.Tensor:
     images = draw.draw_frames(frames, width=width or None, height=height or None, body=body, hands=hands, face=face)
     return to_output_device(torch.from_numpy(np.ascontiguousarray(images)))
-
-
-def _input_dir() -> Path:
-    if folder_paths is not None:
-        return Path(folder_paths.get_input_directory())
-    return Path.cwd()
-
-
-def _output_dir() -> Path:
-    if folder_paths is not None:
-        return Path(folder_paths.get_output_directory())
-    return Path.cwd() / "output"
 
 
 class MarionetteEstimatePose(io.ComfyNode):
@@ -139,13 +122,6 @@ class MarionetteDrawPose(io.ComfyNode):
         return io.NodeOutput(_skeleton(pose_keypoint, width, height, draw_body, draw_hands, draw_face))
 
 
-def _json_files() -> list[str]:
-    base = _input_dir()
-    if not base.is_dir():
-        return []
-    return sorted(p.relative_to(base).as_posix() for p in base.rglob("*.json") if p.is_file())
-
-
 class MarionetteLoadPoseKeypoints(io.ComfyNode):
     @classmethod
     def define_schema(cls):
@@ -155,7 +131,7 @@ class MarionetteLoadPoseKeypoints(io.ComfyNode):
             category=CATEGORY,
             description="Loads keypoints saved as JSON by Marionette or comfyui_controlnet_aux (one dict per frame) "
                         "from ComfyUI's input folder.",
-            inputs=[io.Combo.Input("file", options=_json_files() or ["(no .json files in the input folder)"],
+            inputs=[io.Combo.Input("file", options=bridge.input_files(".json") or ["(no .json files in the input folder)"],
                                    tooltip="A .json keypoints file in ComfyUI's input folder (sub-folders allowed).")],
             outputs=[
                 PoseKeypoint.Output("pose_keypoint", display_name="pose_keypoint", tooltip="The keypoints, one entry per frame."),
@@ -166,32 +142,19 @@ class MarionetteLoadPoseKeypoints(io.ComfyNode):
         )
 
     @classmethod
-    def _path(cls, file: str) -> Path:
-        path = (_input_dir() / file).resolve()
-        if _input_dir().resolve() not in path.parents:
-            raise ValueError(f"'{file}' is outside ComfyUI's input folder")
-        return path
-
-    @classmethod
     def validate_inputs(cls, file):
-        try:
-            path = cls._path(file)
-        except ValueError as exc:
-            return str(exc)
-        if not path.is_file():
-            return f"keypoints file '{file}' is not in the input folder {_input_dir()}; put the .json file there"
-        return True
+        return bridge.check_input_file(file, "keypoints file")
 
     @classmethod
     def fingerprint_inputs(cls, file):
-        path = cls._path(file)
+        path = bridge.resolve_input(file)
         return path.stat().st_mtime_ns if path.is_file() else float("nan")
 
     @classmethod
     def execute(cls, file):
         # Normalise other producers' variants (BODY_25, triples, real confidences) to the
         # comfyui_controlnet_aux layout, so downstream nodes of any pack can read it.
-        arrays = kp_format.pose_keypoint_to_dense(kp_format.load_json(cls._path(file)))
+        arrays = kp_format.pose_keypoint_to_dense(kp_format.load_json(bridge.resolve_input(file)))
         frames = kp_format.dense_to_pose_keypoint(arrays.keypoints, arrays.widths, arrays.heights)
         return io.NodeOutput(frames, len(frames), int(arrays.widths[0]), int(arrays.heights[0]))
 
@@ -218,24 +181,10 @@ class MarionetteSavePoseKeypoints(io.ComfyNode):
     def execute(cls, pose_keypoint, filename_prefix):
         if not pose_keypoint:
             raise ValueError("Save Pose Keypoints got no frames: the pose_keypoint input is empty.")
-        path = save_path(filename_prefix, ".json")
+        path = bridge.save_path(filename_prefix, ".json")
         kp_format.save_json(pose_keypoint, path)
-        subfolder = path.parent.relative_to(_output_dir().resolve()).as_posix()
-        entry = {"filename": path.name, "subfolder": "" if subfolder == "." else subfolder, "type": "output"}
-        return io.NodeOutput(ui={"json": [entry], "text": [f"saved {len(pose_keypoint)} frames to {path.name}"]})
-
-
-def save_path(prefix: str, suffix: str) -> Path:
-    """A new ``<output>/<prefix>_<counter><suffix>`` path (ComfyUI's counter convention)."""
-    out_dir = _output_dir().resolve()
-    prefix = prefix.strip().replace("\\", "/") or "marionette"
-    target = (out_dir / prefix).resolve()
-    if out_dir not in target.parents:
-        raise ValueError(f"filename_prefix '{prefix}' points outside the output folder")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    counter = 1 + max((int(p.stem.rsplit("_", 1)[1]) for p in target.parent.glob(f"{target.name}_*{suffix}")
-                       if p.stem.rsplit("_", 1)[1].isdigit()), default=0)
-    return target.parent / f"{target.name}_{counter:05d}{suffix}"
+        return io.NodeOutput(ui={"json": [bridge.saved_entry(path)],
+                                 "text": [f"saved {len(pose_keypoint)} frames to {path.name}"]})
 
 
 NODES = [MarionetteEstimatePose, MarionetteDrawPose, MarionetteLoadPoseKeypoints, MarionetteSavePoseKeypoints]

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from marionette.nodes import comfy_bridge
 from marionette.nodes.pose import node as pose_node
 
 
@@ -14,8 +15,8 @@ def io_dirs(tmp_path, monkeypatch):
     inp, out = tmp_path / "input", tmp_path / "output"
     inp.mkdir()
     out.mkdir()
-    monkeypatch.setattr(pose_node, "_input_dir", lambda: inp)
-    monkeypatch.setattr(pose_node, "_output_dir", lambda: out)
+    monkeypatch.setattr(comfy_bridge, "input_dir", lambda: inp)
+    monkeypatch.setattr(comfy_bridge, "output_dir", lambda: out)
     return inp, out
 
 
@@ -46,7 +47,7 @@ def test_estimate_save_load_draw_round_trip(models_dir, io_dirs):
 
     (inp / "kp").mkdir()
     (inp / "kp" / "clip.json").write_text(path.read_text())
-    assert "kp/clip.json" in pose_node._json_files()
+    assert "kp/clip.json" in comfy_bridge.input_files(".json")
     assert pose_node.MarionetteLoadPoseKeypoints.validate_inputs(file="kp/clip.json") is True
     loaded = pose_node.MarionetteLoadPoseKeypoints.execute(file="kp/clip.json").args
     assert loaded[1:] == (3, 64, 96)
