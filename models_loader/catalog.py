@@ -39,7 +39,8 @@ class ModelFile:
         title: what users call it.
         folder: key of the folder it goes into (see ``FOLDERS``).
         names: accepted file names; the first is the published one.
-        kind: ``"onnx"`` or ``"state_dict"``.
+        kind: ``"onnx"``, ``"state_dict"`` or ``"body_model"`` (an SMPL-family ``.pkl``/``.npz``
+            read by ``files.load_pickle_arrays`` / ``files.load_npz_arrays``).
         layout: the published layout in words (shown in errors and the README).
         licence: licence of the weights.
         url: where users download it.
@@ -67,6 +68,7 @@ class ModelFile:
 
 
 ONNX_EXT = (".onnx",)
+BODY_EXT = (".pkl", ".npz")
 
 FOLDERS: dict[str, Folder] = {
     f.key: f
@@ -78,11 +80,69 @@ FOLDERS: dict[str, Folder] = {
             # kijai's WanAnimatePreprocess keeps detection ONNX files in models/detection.
             also=("detection",),
         ),
+        Folder(
+            key="smpl",
+            extensions=BODY_EXT,
+            description="SMPL body model files (.pkl as published, or .npz conversions)",
+        ),
+        Folder(
+            key="smplx",
+            extensions=BODY_EXT,
+            description="SMPL-X body model files (.npz or .pkl as published)",
+        ),
     )
 }
 
 # comfyui_controlnet_aux downloads into <its folder>/ckpts/<hf repo id>/...
 _CONTROLNET_AUX = "comfyui_controlnet_aux/ckpts/yzd-v/DWPose"
+
+_SMPL_LICENCE = "SMPL Model License (MPI, non-commercial; registration required; never bundled)"
+_SMPLX_LICENCE = "SMPL-X Model License (MPI, non-commercial; registration required; never bundled)"
+# The files' own names in the official downloads, then the renamed copies most tools expect.
+_SMPL_NAMES = {
+    "neutral": ("basicmodel_neutral_lbs_10_207_0_v1.1.0.pkl", "SMPL_NEUTRAL.pkl", "SMPL_NEUTRAL.npz",
+                "basicModel_neutral_lbs_10_207_0_v1.0.0.pkl"),
+    "male": ("basicmodel_m_lbs_10_207_0_v1.1.0.pkl", "SMPL_MALE.pkl", "SMPL_MALE.npz",
+             "basicModel_m_lbs_10_207_0_v1.0.0.pkl"),
+    "female": ("basicmodel_f_lbs_10_207_0_v1.1.0.pkl", "SMPL_FEMALE.pkl", "SMPL_FEMALE.npz",
+               "basicModel_f_lbs_10_207_0_v1.0.0.pkl"),
+}
+
+
+def _smpl_entries() -> tuple[ModelFile, ...]:
+    out = []
+    for gender, names in _SMPL_NAMES.items():
+        out.append(ModelFile(
+            id=f"smpl_{gender}",
+            title=f"SMPL body model ({gender})",
+            folder="smpl",
+            names=names,
+            kind="body_model",
+            layout="pickled dict (chumpy arrays allowed) or .npz: v_template [6890,3], shapedirs "
+            "[6890,3,10 or 300], posedirs [6890,3,207], J_regressor [24,6890] (scipy sparse or "
+            "dense), weights [6890,24], kintree_table [2,24], f [13776,3]",
+            licence=_SMPL_LICENCE,
+            url="https://smpl.is.tue.mpg.de",
+            notes="SMPL_python_v.1.1.0.zip → smpl/models/; 1.0.0 neutral from smplify.is.tue.mpg.de",
+        ))
+    for gender in _SMPL_NAMES:
+        upper = gender.upper()
+        out.append(ModelFile(
+            id=f"smplx_{gender}",
+            title=f"SMPL-X body model ({gender})",
+            folder="smplx",
+            names=(f"SMPLX_{upper}.npz", f"SMPLX_{upper}.pkl"),
+            kind="body_model",
+            layout=".npz or pickled dict: v_template [10475,3], shapedirs [10475,3,20 or 400], "
+            "posedirs [10475,3,486], J_regressor [55,10475], weights [10475,55], kintree_table "
+            "[2,55], f [20908,3], lmk_faces_idx [51], lmk_bary_coords [51,3], "
+            "dynamic_lmk_faces_idx [79,17], dynamic_lmk_bary_coords [79,17,3]",
+            licence=_SMPLX_LICENCE,
+            url="https://smpl-x.is.tue.mpg.de",
+            notes="models_smplx_v1_1.zip → models/smplx/",
+        ))
+    return tuple(out)
+
 
 MODELS: dict[str, ModelFile] = {
     m.id: m
@@ -123,6 +183,7 @@ MODELS: dict[str, ModelFile] = {
             hf_repo="yzd-v/DWPose",
             size_hint_mb=135,
         ),
+        *_smpl_entries(),
     )
 }
 

@@ -5,7 +5,9 @@ without it (tests, the command line) from a plain ``models`` folder set with
 ``set_models_dir``. Files other packs already downloaded (comfyui_controlnet_aux's ``ckpts``,
 the Hugging Face hub cache) are found too, so nobody downloads twice.
 
-Loading never executes pickled code: safetensors, ``torch.load(weights_only=True)`` and ONNX.
+Loading never executes pickled code: safetensors, ``torch.load(weights_only=True)``, ONNX, and
+for SMPL-family ``.pkl``/``.npz`` files a restricted unpickler (NumPy arrays and stand-ins for
+chumpy / scipy.sparse only) and ``np.load(allow_pickle=False)``.
 Every failure is a ``ModelFileMissing`` / ``ModelFileInvalid`` whose message names the file,
 the folders searched and what to do.
 """
@@ -325,3 +327,170 @@ def check_onnx_signature(sess, path: Path, entry: ModelFile) -> None:
             f"{fmt([(s.name, s.shape) for s in entry.onnx_inputs])} and outputs "
             f"{fmt([(s.name, s.shape) for s in entry.onnx_outputs])}, found inputs {fmt(ins)} and "
             f"outputs {fmt(outs)} (another model saved under this name?)")
+
+
+# ------------------------------------------------------- body model files (.pkl / .npz)
+
+class _PickledStandIn:
+    """Records the state of an object of a known third-party class (chumpy arrays, scipy sparse
+    matrices) instead of creating it: no third-party code runs while reading."""
+
+    _pickled_as = ""
+
+    def __setstate__(self, state):
+        object.__setattr__(self, "state", state)
+
+
+_STAND_INS: dict[tuple[str, str], type] = {}
+
+
+def _stand_in(module: str, name: str) -> type:
+    key = (module, name)
+    if key not in _STAND_INS:
+        _STAND_INS[key] = type(name, (_PickledStandIn,), {"_pickled_as": f"{module}.{name}"})
+    return _STAND_INS[key]
+
+
+def _safe_reconstructor(cls, base, state):
+    """``copyreg._reconstructor`` restricted to our stand-ins (Python 2 pickles use it for
+    new-style objects)."""
+    if not (isinstance(cls, type) and issubclass(cls, _PickledStandIn)) or base is not object:
+        raise _pickle_refusal(f"copy_reg._reconstructor({cls!r}, {base!r})")
+    return object.__new__(cls)
+
+
+def _latin1_encode(text, encoding="latin1"):
+    """``_codecs.encode`` as Python 3 protocol-2 pickles use it for bytes (latin-1 only)."""
+    if encoding not in ("latin1", "latin-1") or not isinstance(text, str):
+        raise _pickle_refusal(f"_codecs.encode(..., {encoding!r})")
+    return text.encode("latin1")
+
+
+def _pickle_refusal(what: str):
+    import pickle
+
+    return pickle.UnpicklingError(f"refused to load {what}: not something a body model file contains")
+
+
+def _safe_pickle_globals() -> dict:
+    import numpy as np
+
+    try:
+        from numpy._core import multiarray as _ma
+    except ImportError:  # numpy < 2
+        from numpy.core import multiarray as _ma
+    allowed = {
+        ("copy_reg", "_reconstructor"): _safe_reconstructor,
+        ("copyreg", "_reconstructor"): _safe_reconstructor,
+        ("_codecs", "encode"): _latin1_encode,
+        ("numpy", "ndarray"): np.ndarray,
+        ("numpy", "dtype"): np.dtype,
+    }
+    for mod in ("numpy.core.multiarray", "numpy._core.multiarray"):
+        allowed[(mod, "_reconstruct")] = _ma._reconstruct
+        allowed[(mod, "scalar")] = _ma.scalar
+    for mod in ("__builtin__", "builtins"):
+        for name, obj in (("object", object), ("set", set), ("frozenset", frozenset), ("dict", dict),
+                          ("list", list), ("tuple", tuple)):
+            allowed[(mod, name)] = obj
+    return allowed
+
+
+def _to_plain(value):
+    """A stand-in turned into a NumPy array (chumpy ``Ch`` → its ``x``; scipy csc/csr/coo →
+    dense); containers recursively; anything else unchanged."""
+    import numpy as np
+
+    if isinstance(value, dict):
+        return {k: _to_plain(v) for k, v in value.items()}
+    if not isinstance(value, _PickledStandIn):
+        return value
+    state = getattr(value, "state", None) or {}
+    kind = value._pickled_as
+    if kind.startswith("chumpy"):
+        if isinstance(state, dict) and isinstance(state.get("x"), np.ndarray):  # Ch: a plain array
+            return np.asarray(state["x"])
+        if kind.endswith(".Select") and isinstance(state, dict) and "a" in state and "idxs" in state:
+            # reordering.Select (MANO/SMPL-H shapedirs): a.ravel()[idxs].reshape(preferred_shape)
+            out = np.asarray(_to_plain(state["a"])).ravel()[np.asarray(state["idxs"])]
+            shape = state.get("preferred_shape")
+            return out.reshape(tuple(shape)) if shape is not None else out
+        raise ValueError(f"it holds a chumpy expression ({kind}) rather than a plain array")
+    if kind.startswith("scipy.sparse"):
+        shape = tuple(state.get("_shape") or state.get("shape") or ())
+        fmt = kind.rsplit(".", 1)[-1][:3]
+        dense = np.zeros(shape, dtype=np.asarray(state.get("data", np.zeros(0))).dtype)
+        data = np.asarray(state.get("data"))
+        if fmt in ("csc", "csr"):
+            indptr, indices = np.asarray(state["indptr"]), np.asarray(state["indices"])
+            major = np.repeat(np.arange(len(indptr) - 1), np.diff(indptr))
+            rows, cols = (indices, major) if fmt == "csc" else (major, indices)
+        elif fmt == "coo":
+            rows, cols = np.asarray(state["row"]), np.asarray(state["col"])
+        else:
+            raise ValueError(f"it holds a sparse matrix of an unsupported format ({kind})")
+        np.add.at(dense, (rows, cols), data)
+        return dense
+    raise ValueError(f"it holds an object of class {kind}")
+
+
+def load_pickle_arrays(path: str | os.PathLike, entry: ModelFile | None = None) -> dict:
+    """The dictionary of arrays in a body model ``.pkl`` (the official SMPL/SMPL-X files),
+    without executing pickled code and without ``chumpy``.
+
+    Only NumPy arrays/dtypes, builtin containers, and stand-ins for chumpy (``chumpy.*``) and
+    scipy sparse matrices (``scipy.sparse.*``) may appear; chumpy arrays become their value
+    ``x`` (``Select`` gathers are evaluated), sparse matrices dense arrays. Anything else
+    (``os.system``, ``builtins.eval`` ...) is refused: ``ModelFileInvalid``."""
+    import pickle
+
+    path = Path(path)
+    if not path.is_file():
+        raise ModelFileMissing(f"{entry.title if entry else 'model'} file {path} does not exist")
+    allowed = _safe_pickle_globals()
+
+    class _Restricted(pickle.Unpickler):
+        def find_class(self, module, name):
+            if (module, name) in allowed:
+                return allowed[(module, name)]
+            if module == "chumpy" or module.startswith("chumpy."):
+                return _stand_in(module, name)
+            if module.startswith("scipy.sparse") and name in ("csc_matrix", "csr_matrix", "coo_matrix"):
+                return _stand_in(module, name)
+            raise _pickle_refusal(f"{module}.{name}")
+
+    try:
+        with open(path, "rb") as f:
+            data = _Restricted(f, encoding="latin1").load()
+        if not isinstance(data, dict):
+            raise ValueError(f"it holds a {type(data).__name__}, not a dictionary of arrays")
+        return _to_plain(data)
+    except pickle.UnpicklingError as exc:
+        raise invalid_error(path, entry, f"it could not be read safely ({exc})") from exc
+    except ValueError as exc:
+        raise invalid_error(path, entry, str(exc)) from exc
+    except Exception as exc:  # truncated or corrupt pickles fail in many ways (EOFError, ...)
+        raise invalid_error(path, entry, f"it could not be read ({type(exc).__name__}: {str(exc)[:200]})") from exc
+
+
+def load_npz_arrays(path: str | os.PathLike, entry: ModelFile | None = None) -> dict:
+    """The plain arrays of an ``.npz`` file, read with ``allow_pickle=False``. Entries stored
+    as pickled objects (e.g. SMPL-X's ``joint2num``) are skipped, never unpickled."""
+    import zipfile
+
+    import numpy as np
+
+    path = Path(path)
+    if not path.is_file():
+        raise ModelFileMissing(f"{entry.title if entry else 'model'} file {path} does not exist")
+    out = {}
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            for key in z.files:
+                try:
+                    out[key] = z[key]
+                except ValueError:  # an object array: would need pickle
+                    continue
+    except (zipfile.BadZipFile, EOFError, OSError, ValueError) as exc:
+        raise invalid_error(path, entry, f"it could not be read ({type(exc).__name__}: {str(exc)[:200]})") from exc
+    return out

@@ -1,0 +1,1 @@
+"""Body stage: parametric body models, fitting to keypoints (and masks), shape alignment."""
