@@ -39,8 +39,10 @@ class ModelFile:
         title: what users call it.
         folder: key of the folder it goes into (see ``FOLDERS``).
         names: accepted file names; the first is the published one.
-        kind: ``"onnx"``, ``"state_dict"`` or ``"body_model"`` (an SMPL-family ``.pkl``/``.npz``
-            read by ``files.load_pickle_arrays`` / ``files.load_npz_arrays``).
+        kind: ``"onnx"``, ``"state_dict"``, ``"body_model"`` (an SMPL-family ``.pkl``/``.npz``
+            read by ``files.load_pickle_arrays`` / ``files.load_npz_arrays``) or ``"config"``
+            (a JSON file). Names may be paths inside a published folder
+            (``champ/denoising_unet.pth``); ``files.find_dir`` finds that folder.
         layout: the published layout in words (shown in errors and the README).
         licence: licence of the weights.
         url: where users download it.
@@ -69,6 +71,7 @@ class ModelFile:
 
 ONNX_EXT = (".onnx",)
 BODY_EXT = (".pkl", ".npz")
+CHAMP_EXT = (".pth", ".safetensors", ".bin", ".json")
 
 FOLDERS: dict[str, Folder] = {
     f.key: f
@@ -89,6 +92,11 @@ FOLDERS: dict[str, Folder] = {
             key="smplx",
             extensions=BODY_EXT,
             description="SMPL-X body model files (.npz or .pkl as published)",
+        ),
+        Folder(
+            key="champ",
+            extensions=CHAMP_EXT,
+            description="the Champ release folder, as downloaded from Hugging Face (fudan-generative-ai/champ)",
         ),
     )
 }
@@ -144,6 +152,63 @@ def _smpl_entries() -> tuple[ModelFile, ...]:
     return tuple(out)
 
 
+# The Champ release (https://huggingface.co/fudan-generative-ai/champ) is one folder, dropped into
+# models/champ/ as downloaded; every name below is a path inside it. Each .pth may also be a
+# .safetensors conversion with the same stem (fp32, fp16 or bf16).
+CHAMP_REPO = "fudan-generative-ai/champ"
+_CHAMP_URL = f"https://huggingface.co/{CHAMP_REPO}"
+_CHAMP_LICENCE = "Apache-2.0 (Champ weights, as tagged on Hugging Face)"
+CHAMP_GUIDANCE_TYPES = ("depth", "normal", "semantic_map", "dwpose")
+
+
+def _champ_weights(stem: str) -> tuple[str, ...]:
+    return (f"champ/{stem}.pth", f"champ/{stem}.safetensors")
+
+
+def _champ_entries() -> tuple[ModelFile, ...]:
+    common = dict(folder="champ", url=_CHAMP_URL, hf_repo=CHAMP_REPO,
+                  notes="part of the Champ release folder: put the whole download in models/champ/")
+    out = [
+        ModelFile(id="champ_denoising_unet", title="Champ denoising UNet", names=_champ_weights("denoising_unet"),
+                  kind="state_dict", licence=_CHAMP_LICENCE, size_hint_mb=3300,
+                  layout="state dict of the inflated SD1.5 3D UNet without motion modules (diffusers UNet "
+                  "key names: conv_in, time_embedding, down_blocks, mid_block, up_blocks, conv_norm_out, conv_out)",
+                  **common),
+        ModelFile(id="champ_reference_unet", title="Champ reference UNet", names=_champ_weights("reference_unet"),
+                  kind="state_dict", licence=_CHAMP_LICENCE, size_hint_mb=3300,
+                  layout="state dict of the 2D SD1.5 UNet (diffusers key names) without conv_norm_out/conv_out",
+                  **common),
+        ModelFile(id="champ_motion_module", title="Champ motion module", names=_champ_weights("motion_module"),
+                  kind="state_dict", licence=_CHAMP_LICENCE, size_hint_mb=1820,
+                  layout="only the 21 AnimateDiff-v2 motion modules of the denoising UNet "
+                  "(<block>.motion_modules.<i>.temporal_transformer.*, position encoding of 32 frames)",
+                  **common),
+    ]
+    for kind in CHAMP_GUIDANCE_TYPES:
+        out.append(ModelFile(
+            id=f"champ_guidance_encoder_{kind}", title=f"Champ guidance encoder ({kind})",
+            names=_champ_weights(f"guidance_encoder_{kind}"), kind="state_dict", licence=_CHAMP_LICENCE,
+            size_hint_mb=13, layout="GuidanceEncoder state dict: conv_in, blocks.0-5, attentions.0-5, "
+            "guidance_attention, conv_out (3 -> 320 channels, 1/8 size)", **common))
+    out += [
+        ModelFile(id="champ_sd15_unet_config", title="Stable Diffusion 1.5 UNet config (Champ release)",
+                  names=("stable-diffusion-v1-5/unet/config.json",), kind="config",
+                  licence="CreativeML OpenRAIL-M (Stable Diffusion 1.5; only the config is used)",
+                  layout="diffusers UNet2DConditionModel config.json; its weights are not needed", **common),
+        ModelFile(id="champ_image_encoder", title="CLIP image encoder (Champ release)",
+                  names=("image_encoder/pytorch_model.bin", "image_encoder/model.safetensors"), kind="state_dict",
+                  licence="MIT (OpenAI CLIP ViT-L/14, via lambdalabs/sd-image-variations-diffusers)",
+                  size_hint_mb=1200, layout="transformers CLIPVisionModelWithProjection: config.json + weights, "
+                  "projection_dim 768", **common),
+        ModelFile(id="champ_vae", title="SD VAE ft-MSE (Champ release)",
+                  names=("sd-vae-ft-mse/diffusion_pytorch_model.safetensors",
+                         "sd-vae-ft-mse/diffusion_pytorch_model.bin"),
+                  kind="state_dict", licence="MIT (stabilityai/sd-vae-ft-mse)", size_hint_mb=330,
+                  layout="diffusers AutoencoderKL: config.json + weights (latent scale 0.18215)", **common),
+    ]
+    return tuple(out)
+
+
 MODELS: dict[str, ModelFile] = {
     m.id: m
     for m in (
@@ -184,6 +249,7 @@ MODELS: dict[str, ModelFile] = {
             size_hint_mb=135,
         ),
         *_smpl_entries(),
+        *_champ_entries(),
     )
 }
 

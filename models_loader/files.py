@@ -216,6 +216,33 @@ def find(entry: ModelFile | str, name: str | None = None) -> Path:
     raise missing_error(entry, dirs, wanted=names[0])
 
 
+def find_dir(entry: ModelFile | str, name: str | None = None) -> Path:
+    """The folder of a model published as a folder (the Champ release): the folder that holds
+    ``entry``'s file at one of its names, which are paths inside that folder
+    (``champ/denoising_unet.pth``). Found like ``find`` (the searched folders themselves, or up to
+    three levels below them); ``name`` picks one folder, absolute or relative to the searched
+    folders. Raises ``ModelFileMissing`` naming the file, every folder searched and where to get
+    it."""
+    if isinstance(entry, str):
+        entry = catalog.model(entry)
+
+    def holds(folder: Path) -> bool:
+        return any((folder / n).is_file() for n in entry.names)
+
+    if name is not None:
+        candidates = [Path(name)] if os.path.isabs(name) else [d / name for d in search_dirs(entry)]
+        for folder in candidates:
+            if holds(folder):
+                return folder
+        raise missing_error(entry, candidates, wanted=entry.names[0])
+    path = find(entry)
+    for n in entry.names:
+        depth = len(Path(n).parts)
+        if path.as_posix().endswith("/" + Path(n).as_posix()):
+            return path.parents[depth - 1]
+    return path.parent
+
+
 def missing_error(entry: ModelFile, dirs: list[Path], wanted: str) -> ModelFileMissing:
     first = dirs[0] if dirs else _default_models_dir() / entry.folder
     looked = "\n".join(f"  - {d}" for d in dirs)
