@@ -75,3 +75,53 @@ class BodySequence:
 
     def __len__(self) -> int:
         return int(self.vertices.shape[0])
+
+
+# ------------------------------------------------------------------ sampler (Champ)
+
+CHAMP_MODEL = "CHAMP_MODEL"
+GUIDANCE_FEATURES = "GUIDANCE_FEATURES"
+
+
+@dataclass
+class ChampModelHandle:
+    """A loaded Champ release (``CHAMP_MODEL``): handles into the shared model cache, never the
+    weights themselves, so ComfyUI's memory manager keeps deciding where they live.
+
+    release:    the release folder (``nodes/sampler/champ_files.py: ChampRelease``).
+    components: component name (``denoising_unet``, ``reference_unet``, ``vae``,
+                ``image_encoder``, ``guidance_encoder_<type>``) -> ``models_loader.cache.LoadedModel``;
+                call ``.on_device(bytes)`` right before each use.
+    dtype:      the weights' torch dtype (fp32 on CPU; fp16/bf16 on GPU by default).
+    """
+
+    release: object
+    components: dict
+    dtype: object
+
+    def __repr__(self) -> str:
+        return f"ChampModelHandle({getattr(self.release, 'root', self.release)}, dtype={self.dtype})"
+
+
+@dataclass
+class GuidanceFeatures:
+    """Champ's guidance (``GUIDANCE_FEATURES``): the guidance encoders' outputs, weighted by each
+    map's strength and summed, at the latent size of the animation.
+
+    features: ``[1, C, F, height/8, width/8]`` float tensor (C = 320 for the official release),
+              on the CPU or the compute device.
+    frames:   F, the number of video frames.
+    width/height: the animation size in pixels the features were encoded for (multiples of 8).
+    maps:     which guidance maps went in (``depth``, ``normal``, ``semantic_map``, ``dwpose``).
+    strengths: map -> the weight its features were summed with (official: 1.0 each).
+    """
+
+    features: object
+    frames: int
+    width: int
+    height: int
+    maps: tuple[str, ...]
+    strengths: dict = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return int(self.frames)

@@ -41,6 +41,9 @@ Writes, under ``--out``:
     ``pipe_latents_init``, ``pipe_latents_step<i>`` after each step, ``pipe_clip_embeds``,
     ``pipe_ref_latents``, ``pipe_video`` (the decoded frames 0 and 29, [2,3,128,128] in [0,1],
     float16).
+  - a single-window case (``single_*``, same layout as ``pipe_*``): 6 frames (one window, no
+    aggregation), 2 steps, CFG 2.5, seed 7, a 128x96 reference; ``single_steps``,
+    ``single_cfg``, ``single_seed`` hold the settings.
 
 Everything runs in fp32 on the CPU; the official code rounds the reference bank to fp16.
 """
@@ -59,6 +62,7 @@ GUIDANCE_TYPES = ("depth", "normal", "semantic_map", "dwpose")
 FRAMES_UNET = 4
 SIZE = 128  # image side; latent 16 (the tiny UNet's bottom level is then 2x2)
 PIPE_FRAMES, PIPE_STEPS, PIPE_CFG, PIPE_SEED = 30, 3, 3.5, 42
+SINGLE_FRAMES, SINGLE_STEPS, SINGLE_CFG, SINGLE_SEED = 6, 2, 2.5, 7
 SD15_UNET_CONFIG = {  # stable-diffusion-v1-5/unet/config.json (the values Champ reads)
     "act_fn": "silu", "attention_head_dim": 8, "block_out_channels": [320, 640, 1280, 1280],
     "center_input_sample": False, "cross_attention_dim": 768,
@@ -74,6 +78,11 @@ def upsample8(a: np.ndarray, axes=(-2, -1)) -> np.ndarray:
     for axis in axes:
         a = np.repeat(a, 8, axis=axis)
     return a
+
+
+def _keep(store: dict, key: str, tensor):
+    store[key] = tensor.numpy().copy()
+    return tensor
 
 
 def fixture_digest(path: Path) -> str:
@@ -264,6 +273,38 @@ def main(argv=None) -> int:
     g["pipe_ref_latents"] = (vae.encode(ref_tensor).latent_dist.mean * 0.18215).numpy()
     windows = list(get_context_scheduler("uniform")(0, PIPE_STEPS, PIPE_FRAMES, 24, 1, 4))
     g["pipe_windows"] = np.array(windows, dtype=np.int64)
+
+    # ---- a single-window case (the video fits one window: no aggregation), another seed and scale
+    image_encoder.forward = original_clip  # keep pipe_clip_embeds from the run above
+    unet3 = _unet3d(UNet3DConditionModel, sd_config, unet_kwargs).eval()
+    unet3.load_state_dict(unet.state_dict())
+    reference_unet3 = UNet2DConditionModel.from_config(sd_config).eval()
+    reference_unet3.load_state_dict(reference_unet.state_dict())
+    small = rng.integers(0, 256, (SIZE // 8, (SIZE - 32) // 8, 3), dtype=np.uint8)
+    g["single_ref_image"] = small
+    group = {}
+    for name in GUIDANCE_TYPES:
+        frames = rng.integers(0, 256, (SINGLE_FRAMES, SIZE // 8, SIZE // 8, 3), dtype=np.uint8)
+        g[f"single_guidance_{name}"] = frames
+        group[name] = [Image.fromarray(f) for f in upsample8(frames, axes=(1, 2))]
+    scheduler3 = DDIMScheduler(**sched_kwargs)
+    pipe3 = MultiGuidance2LongVideoPipeline(
+        vae=vae, image_encoder=image_encoder, reference_unet=reference_unet3, denoising_unet=unet3,
+        **{f"guidance_encoder_{k}": v for k, v in encoders.items()}, scheduler=scheduler3)
+    pipe3.set_progress_bar_config(disable=True)
+    steps.clear()
+    pipe3.prepare_latents = lambda *a, **k: _keep(g, "single_latents_init", original_prepare3(*a, **k))
+    original_prepare3 = MultiGuidance2LongVideoPipeline.prepare_latents.__get__(pipe3)
+    video = pipe3(Image.fromarray(upsample8(small, axes=(0, 1))), group, SIZE, SIZE, SINGLE_FRAMES,
+                  num_inference_steps=SINGLE_STEPS, guidance_scale=SINGLE_CFG,
+                  generator=torch.Generator(device="cpu").manual_seed(SINGLE_SEED), callback=record,
+                  callback_steps=1).videos
+    for i, latents_i in enumerate(steps):
+        g[f"single_latents_step{i}"] = latents_i.numpy()
+    g["single_video"] = video[0][:, [0, SINGLE_FRAMES - 1]].permute(1, 0, 2, 3).numpy().astype(np.float16)
+    g["single_windows"] = np.array(list(get_context_scheduler("uniform")(0, SINGLE_STEPS, SINGLE_FRAMES, 24, 1, 4)),
+                                   dtype=np.int64)
+    g.update(single_steps=np.array(SINGLE_STEPS), single_cfg=np.array(SINGLE_CFG), single_seed=np.array(SINGLE_SEED))
 
     np.savez_compressed(out / "champ_tiny_goldens.npz", **g)
     meta = {"champ_commit": "02e5533", "torch": torch.__version__, "diffusers": diffusers.__version__,
