@@ -76,6 +76,21 @@ def onnx_providers(device=None) -> list[str]:
     return ["CPUExecutionProvider"]
 
 
+def _holder(module):
+    """A plain ``nn.Module`` around ``module`` for ComfyUI's ModelPatcher, which writes
+    bookkeeping attributes (``device``, ``model_loaded_weight_memory`` …) onto the model it
+    manages: diffusers' and transformers' models define ``device`` as a read-only property, so
+    they cannot be patched directly. Moving the holder moves the module."""
+    import torch
+
+    class ManagedModule(torch.nn.Module):
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+
+    return ManagedModule(module)
+
+
 @dataclass
 class LoadedModel:
     """A cache entry. ``model`` is the torch module or ONNX session; ``patcher`` the ComfyUI
@@ -93,7 +108,7 @@ class LoadedModel:
         present). Call right before every use: ComfyUI may have offloaded it since."""
         if self.patcher is not None:
             _mm.load_models_gpu([self.patcher], memory_required=memory_required, force_full_load=True)
-            return self.patcher.model
+            return self.patcher.model.inner
         if hasattr(self.model, "to") and self.device is not None:
             self.model.to(self.device)
         return self.model
@@ -165,8 +180,8 @@ class ModelCache:
             nbytes = sum(t.numel() * t.element_size() for t in module.state_dict().values())
             patcher = None
             if _patcher is not None:
-                patcher = _patcher.ModelPatcher(module, load_device=device, offload_device=offload_device(),
-                                                size=nbytes)
+                patcher = _patcher.ModelPatcher(_holder(module), load_device=device,
+                                                offload_device=offload_device(), size=nbytes)
             return LoadedModel(key=key, model=module, patcher=patcher, device=device, dtype=dtype or torch.float32,
                                nbytes=nbytes)
 

@@ -78,14 +78,27 @@ def read_video(path: str | os.PathLike, max_frames: int | None = None) -> tuple[
 
 def read_images(folder: str | os.PathLike) -> np.ndarray:
     """All images of ``folder`` sorted by file name, as one IMAGE batch (sizes must agree)."""
+    return read_image_folder(folder)[0]
+
+
+def read_image_folder(folder: str | os.PathLike, max_frames: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Images of ``folder`` sorted by file name: RGB float32 ``[T,H,W,3]`` and a mask float32
+    ``[T,H,W]`` (alpha when the images have one, else brightness), both in 0..1."""
     from PIL import Image
 
     folder = Path(folder)
     paths = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES) if folder.is_dir() else []
     if not paths:
         raise ValueError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {folder}")
-    frames = [np.asarray(Image.open(p).convert("RGB")) for p in paths]
-    sizes = {f.shape for f in frames}
+    paths = paths[:max_frames] if max_frames else paths
+    rgb, masks, sizes = [], [], {}
+    for p in paths:
+        with Image.open(p) as im:
+            sizes.setdefault(im.size, p.name)
+            rgb.append(np.asarray(im.convert("RGB")))
+            has_alpha = im.mode in ("RGBA", "LA") or (im.mode == "P" and "transparency" in im.info)
+            masks.append(np.asarray(im.convert("RGBA"))[..., 3] if has_alpha else np.asarray(im.convert("L")))
     if len(sizes) > 1:
-        raise ValueError(f"images in {folder} have different sizes {sorted(sizes)}; resize them to one size")
-    return np.stack(frames).astype(np.float32) / 255.0
+        listed = ", ".join(f"{w}×{h} ({name})" for (w, h), name in sizes.items())
+        raise ValueError(f"images in {folder} have different sizes: {listed}; resize them to one size")
+    return np.stack(rgb).astype(np.float32) / 255.0, np.stack(masks).astype(np.float32) / 255.0

@@ -1,6 +1,16 @@
-"""Write the bundled sample: a 2-second clip of a procedurally animated figure (walking in
-place and waving), as DWPose-134 keypoints in the comfyui_controlnet_aux JSON format and as a
-small video of a flat-shaded figure for the pose workflow's video input.
+"""Write the bundled sample, made from the free Anny body so nothing licensed is involved:
+
+* ``marionette_sample_pose.json``  — the driving clip's keypoints (48 frames, 512×768,
+  comfyui_controlnet_aux JSON): an average woman turning and raising her arms (the
+  ``adult_turn`` clip of tests/body/synthetic.py).
+* ``marionette_sample.mp4``        — the same clip rendered as a shaded figure (half size, for
+  the pose workflow's video input; real DWPose weights detect it as a person).
+* ``marionette_reference.png``     — the reference person: a heavier man standing, RGBA (alpha =
+  person mask, which the guidance workflow uses), 512×768.
+* ``marionette_reference_pose.json`` — the reference's keypoints.
+* ``marionette_guidance/{depth,normal,semantic_map,mask,dwpose}/0000.png…`` — Champ's guidance
+  maps of the first 16 driving frames at 256×384, in the official folder layout, for the
+  animate_from_maps workflow.
 
     python scripts/make_sample.py [OUT_DIR]     (default: workflows/inputs)
 
@@ -15,140 +25,132 @@ from pathlib import Path
 
 import numpy as np
 
-WIDTH, HEIGHT, FRAMES, FPS = 512, 768, 48, 24
+ROOT = Path(__file__).resolve().parents[1]
+FRAMES, FPS = 48, 24
+REFERENCE_SHAPE = (0.10, 0.60, 0.35, 0.85, 0.55, 0.55)  # gender, age, muscle, weight, height, proportions
+LIGHT = np.array([-0.4, 0.5, 0.77])  # camera space with y up (the normal map's axes), toward the viewer
 
 
-def _rot(v, angle):
-    c, s = math.cos(angle), math.sin(angle)
-    return np.array([c * v[0] - s * v[1], s * v[0] + c * v[1]])
+def shade(seq, background: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A Lambert-shaded figure (clothes coloured by body part) over ``background``:
+    uint8 frames ``[T,H,W,3]`` and masks ``[T,H,W]``."""
+    from marionette.nodes.render.maps import render_guidance
+
+    maps = render_guidance(seq, maps=("normal", "semantic", "mask"))
+    n = maps["normal"] * 2 - 1
+    light = LIGHT / np.linalg.norm(LIGHT)
+    lambert = np.clip((n * light).sum(-1, keepdims=True), 0, 1)
+    albedo = 0.35 + 0.55 * maps["semantic"][..., ::-1]  # a calmer palette than raw viridis
+    rgb = albedo * (0.3 + 0.7 * lambert)
+    m = maps["mask"][..., None]
+    out = rgb * m + background[None] * (1 - m)
+    return (np.clip(out, 0, 1) * 255 + 0.5).astype(np.uint8), maps["mask"] > 0.5
 
 
-def _chain(start, angles, lengths):
-    """Joint positions of a 2D chain; angles are absolute, 0 = straight down (+y)."""
-    pts, p = [], np.asarray(start, float)
-    for a, length in zip(angles, lengths):
-        p = p + _rot(np.array([0.0, length]), a)
-        pts.append(p)
-    return pts
+def backdrop(width: int, height: int) -> np.ndarray:
+    y = np.linspace(0, 1, height)[:, None, None]
+    wall = np.array([0.55, 0.62, 0.70]) * (1.05 - 0.25 * y)
+    floor = np.array([0.48, 0.42, 0.36]) * (0.8 + 0.2 * y)
+    img = np.where(y < 0.72, wall, floor)
+    return np.broadcast_to(img, (height, width, 3)).astype(np.float32)
 
 
-def _hand(wrist, direction, size, curl):
-    """21 OpenPose hand points: wrist, then thumb, index, middle, ring, pinky (4 each)."""
-    pts = [wrist]
-    base = math.atan2(direction[1], direction[0])
-    for f, spread in enumerate((-0.9, -0.35, 0.0, 0.3, 0.6)):
-        a = base + spread
-        p = wrist + size * 0.35 * np.array([math.cos(a), math.sin(a)])
-        seg = size * (0.22 if f else 0.2)
-        for j in range(4):
-            p = p + seg * np.array([math.cos(a + curl * j), math.sin(a + curl * j)])
-            pts.append(p)
-    return pts
+GUIDANCE_FRAMES, GUIDANCE_SIZE = 16, (256, 384)
 
 
-def _face(nose, scale):
-    """68 points in the iBUG layout around the nose: jaw, brows, nose, eyes, mouth."""
-    nose = np.asarray(nose, float)
-    pts = []
-    for i in range(17):  # jaw from the right ear round the chin to the left ear (image left to right)
-        a = math.pi * (1.0 - i / 16.0)
-        pts.append(nose + scale * np.array([-math.cos(a), 0.2 + 0.9 * math.sin(a)]))
-    for x0 in (-0.67, 0.15):  # brows, image left to right
-        for i in range(5):
-            pts.append(nose + scale * np.array([x0 + 0.13 * i, -0.55 - 0.05 * math.sin(i / 4 * math.pi)]))
-    for i in range(4):  # nose bridge
-        pts.append(nose + scale * np.array([0.0, -0.4 + 0.13 * i]))
-    for i in range(5):  # nostrils
-        pts.append(nose + scale * np.array([-0.2 + 0.1 * i, 0.15]))
-    for side in (-1, 1):  # eyes, 6 each
-        c = nose + scale * np.array([side * 0.38, -0.3])
-        for i in range(6):
-            a = math.pi * i / 3.0
-            pts.append(c + scale * np.array([0.14 * math.cos(a), 0.06 * math.sin(a)]))
-    m = nose + scale * np.array([0.0, 0.5])
-    for i in range(12):  # outer lip
-        a = 2 * math.pi * i / 12.0
-        pts.append(m + scale * np.array([0.35 * math.cos(a + math.pi), 0.14 * math.sin(a + math.pi)]))
-    for i in range(8):  # inner lip
-        a = 2 * math.pi * i / 8.0
-        pts.append(m + scale * np.array([0.22 * math.cos(a + math.pi), 0.06 * math.sin(a + math.pi)]))
-    return pts
+def write_guidance_folders(seq, out_dir: Path) -> None:
+    """Champ's ``<motion>/{depth,normal,semantic_map,mask,dwpose}/<frame>.png`` folders."""
+    from PIL import Image
+
+    from marionette.nodes import skeleton
+    from marionette.nodes.render.maps import render_guidance
+    from marionette.nodes.render.node import body_keypoints
+
+    w, h = GUIDANCE_SIZE
+    maps = render_guidance(seq, w, h)
+    maps["dwpose"] = skeleton.draw_frames(body_keypoints(seq, w, h), width=w, height=h)
+    folders = {"depth": "depth", "normal": "normal", "semantic": "semantic_map", "mask": "mask", "dwpose": "dwpose"}
+    for key, folder in folders.items():
+        (out_dir / folder).mkdir(parents=True, exist_ok=True)
+        for t, frame in enumerate(maps[key]):
+            img = (np.clip(frame, 0, 1) * 255 + 0.5).astype(np.uint8)
+            Image.fromarray(img, "L" if img.ndim == 2 else "RGB").save(out_dir / folder / f"{t:04d}.png", optimize=True)
 
 
-def make_keypoints() -> np.ndarray:
-    """Dense keypoints ``[FRAMES, 1, 134, 3]`` (x, y, confidence) in pixels."""
-    out = np.zeros((FRAMES, 1, 134, 3), np.float32)
-    for t in range(FRAMES):
-        ph = 2 * math.pi * t / FRAMES
-        hip = np.array([WIDTH / 2 + 6 * math.sin(ph), 430 + 4 * math.sin(2 * ph)])
-        neck = hip + np.array([3 * math.sin(ph), -175])
-        nose = neck + np.array([4 * math.sin(ph), -62])
-        r_sh, l_sh = neck + [-58, 4], neck + [58, 4]  # the person faces us: their right is image left
-        r_hip, l_hip = hip + [-36, 0], hip + [36, 0]
-        # right arm waves overhead, left arm swings
-        r_el, r_wr = _chain(r_sh, [math.radians(140 + 10 * math.sin(2 * ph)), math.radians(175 + 35 * math.sin(2 * ph))], [92, 84])
-        l_el, l_wr = _chain(l_sh, [math.radians(-12 - 14 * math.sin(ph)), math.radians(-25 - 20 * math.sin(ph))], [92, 84])
-        swing = 0.35 * math.sin(ph)
-        r_kn, r_an = _chain(r_hip, [swing, swing - 0.25 * max(0.0, math.sin(ph))], [122, 116])
-        l_kn, l_an = _chain(l_hip, [-swing, -swing - 0.25 * max(0.0, -math.sin(ph))], [122, 116])
-        body = [nose, neck, r_sh, r_el, r_wr, l_sh, l_el, l_wr, r_hip, r_kn, r_an, l_hip, l_kn, l_an,
-                nose + [-13, -12], nose + [13, -12], nose + [-30, -4], nose + [30, -4]]
-        feet = [l_an + [14, 22], l_an + [28, 18], l_an + [-6, 10], r_an + [-14, 22], r_an + [-28, 18], r_an + [6, 10]]
-        face = _face(nose + [0, -2], 32)
-        l_hand = _hand(l_wr, l_wr - l_el, 40, 0.15)
-        r_hand = _hand(r_wr, r_wr - r_el, 40, 0.35 + 0.2 * math.sin(2 * ph))
-        pts = body + feet + face + l_hand + r_hand
-        assert len(pts) == 134
-        out[t, 0, :, :2] = np.round(np.asarray(pts) * 8) / 8  # eighths: exact in float32, short in JSON
-        out[t, 0, :, 2] = 0.95
-    return out
+def reference_sequence(body, width: int, height: int):
+    """One frame: the reference shape standing, arms a little away from the body, facing us."""
+    import torch
 
+    from marionette.nodes import keypoints as kpmod  # noqa: F401
+    from marionette.nodes.body.geometry import intrinsics
+    from marionette.nodes.types import BodySequence
 
-def render_figure(kps: np.ndarray) -> np.ndarray:
-    """A flat-shaded figure drawn from the keypoints (limbs as thick capsules), uint8 frames."""
-    from PIL import Image, ImageDraw
-
-    limbs = [(1, 2, 30), (1, 5, 30), (2, 3, 22), (3, 4, 18), (5, 6, 22), (6, 7, 18), (1, 8, 40), (1, 11, 40),
-             (8, 11, 40), (8, 9, 30), (9, 10, 24), (11, 12, 30), (12, 13, 24), (2, 8, 34), (5, 11, 34)]
-    frames = []
-    for t in range(len(kps)):
-        img = Image.new("RGB", (WIDTH, HEIGHT), (92, 120, 150))
-        d = ImageDraw.Draw(img)
-        d.rectangle([0, 560, WIDTH, HEIGHT], fill=(118, 104, 88))
-        p = kps[t, 0]
-        for a, b, w in limbs:
-            colour = (60, 70, 140) if a in (8, 9, 11, 12) or b in (9, 10, 12, 13) else (200, 80, 60)
-            d.line([tuple(p[a, :2]), tuple(p[b, :2])], fill=colour, width=w, joint="curve")
-            for q in (p[a, :2], p[b, :2]):
-                d.ellipse([q[0] - w / 2, q[1] - w / 2, q[0] + w / 2, q[1] + w / 2], fill=colour)
-        torso = [tuple(p[i, :2]) for i in (2, 5, 11, 8)]
-        d.polygon(torso, fill=(200, 80, 60))
-        n = p[0, :2]
-        d.ellipse([n[0] - 34, n[1] - 44, n[0] + 34, n[1] + 36], fill=(236, 192, 160))
-        for hand in (p[92:113, :2], p[113:134, :2]):
-            c = hand.mean(0)
-            d.ellipse([c[0] - 16, c[1] - 16, c[0] + 16, c[1] + 16], fill=(236, 192, 160))
-        frames.append(np.asarray(img))
-    return np.stack(frames)
+    shape = torch.tensor(REFERENCE_SHAPE, dtype=body.dtype)
+    pose = torch.zeros(1, body.num_joints, 3, dtype=body.dtype)
+    orient = torch.zeros(1, 3, dtype=body.dtype)
+    out = body(shape, pose, orient, torch.zeros(1, 3, dtype=body.dtype))
+    v = out.vertices[0].numpy()
+    focal = 0.9 * math.hypot(width, height)
+    top, bottom = v[:, 1].min(), v[:, 1].max()
+    z = focal * (bottom - top) / (0.82 * height)  # the body fills 82% of the height
+    transl = np.array([0.0, -(top + bottom) / 2, z])
+    K = intrinsics(focal, width, height)
+    verts = (out.vertices[0].numpy() + transl)[None].astype(np.float32)
+    k3 = out.keypoints[0].numpy() + transl
+    k2 = (k3 @ K.T)[:, :2] / (k3 @ K.T)[:, 2:]
+    k2[~np.asarray(body.keypoint_mask)] = np.nan
+    return BodySequence(
+        model="anny", shape=np.asarray(REFERENCE_SHAPE, np.float32), body_pose=pose.numpy(),
+        global_orient=orient.numpy(), transl=transl[None].astype(np.float32), K=K[None], width=width,
+        height=height, vertices=verts, faces=np.asarray(body.faces, np.int32), part_labels=body.part_labels,
+        keypoints2d=k2[None].astype(np.float32), fit_error=np.full(1, np.nan, np.float32))
 
 
 def main(out_dir: Path) -> None:
-    root = Path(__file__).resolve().parents[1]
-    sys.path.insert(0, str(root / "tests"))
-    import conftest  # noqa: F401  (imports the repository as the package ``marionette``)
-    from marionette.nodes import keypoints as kp_format
+    sys.path.insert(0, str(ROOT))
+    import cli
+
+    cli._pack()  # the repository as the package ``marionette``
+    sys.path.insert(0, str(ROOT / "tests" / "body"))
+    import synthetic
+    from PIL import Image
+
+    from marionette.nodes import keypoints as kpmod
+    from marionette.nodes.body.models import load_body_model
     from marionette.nodes.media import write_video
+    from marionette.nodes.types import BodySequence
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    kps = make_keypoints()
-    kp_format.save_json(kp_format.dense_to_pose_keypoint(kps, WIDTH, HEIGHT), out_dir / "marionette_sample_pose.json")
-    frames = render_figure(kps)
-    # Half size keeps the committed video small; the pose workflow works at any size.
-    from PIL import Image
-    small = np.stack([np.asarray(Image.fromarray(f).resize((WIDTH // 2, HEIGHT // 2), Image.BILINEAR)) for f in frames])
-    write_video(small, out_dir / "marionette_sample.mp4", fps=FPS, crf=28)
-    print(f"wrote {out_dir / 'marionette_sample_pose.json'} and {out_dir / 'marionette_sample.mp4'}")
+    body = load_body_model("anny", device="cpu", with_fingers=True)
+    clip = synthetic.make_clip(body, "adult_turn", frames=FRAMES, variant="clean")
+    kpmod.save_json(clip.pose_keypoint, out_dir / "marionette_sample_pose.json")
+    W, H = clip.width, clip.height
+    driving = BodySequence(
+        model="anny", shape=clip.shape, body_pose=clip.body_pose, global_orient=clip.global_orient,
+        transl=clip.transl, K=np.broadcast_to(clip.K, (len(clip), 3, 3)).copy(), width=W, height=H,
+        vertices=clip.vertices.astype(np.float32), faces=np.asarray(body.faces, np.int32),
+        part_labels=body.part_labels, keypoints2d=clip.keypoints2d.astype(np.float32),
+        fit_error=np.full(len(clip), np.nan, np.float32))
+    frames, _ = shade(driving, backdrop(W, H))
+    small = np.stack([np.asarray(Image.fromarray(f).resize((W // 2, H // 2), Image.BILINEAR)) for f in frames])
+    write_video(small, out_dir / "marionette_sample.mp4", fps=FPS, crf=26)
+
+    first = BodySequence(**{**driving.__dict__, **{k: getattr(driving, k)[:GUIDANCE_FRAMES] for k in
+                                                   ("body_pose", "global_orient", "transl", "K", "vertices",
+                                                    "keypoints2d", "fit_error")}})
+    write_guidance_folders(first, out_dir / "marionette_guidance")
+
+    ref = reference_sequence(body, W, H)
+    ref_rgb, ref_mask = shade(ref, backdrop(W, H))
+    rgba = np.concatenate([ref_rgb[0], (ref_mask[0] * 255).astype(np.uint8)[..., None]], -1)
+    Image.fromarray(rgba, "RGBA").save(out_dir / "marionette_reference.png", optimize=True)
+    k = np.zeros((1, 1, 134, 3), np.float32)
+    ok = np.isfinite(ref.keypoints2d[0]).all(-1)
+    k[0, 0, ok, :2] = np.round(ref.keypoints2d[0][ok] * 8) / 8
+    k[0, 0, ok, 2] = 1.0
+    kpmod.save_json(kpmod.dense_to_pose_keypoint(k, W, H), out_dir / "marionette_reference_pose.json")
+    print(f"wrote the sample into {out_dir}")
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1]) if len(sys.argv) > 1 else Path(__file__).resolve().parents[1] / "workflows" / "inputs")
+    main(Path(sys.argv[1]) if len(sys.argv) > 1 else ROOT / "workflows" / "inputs")

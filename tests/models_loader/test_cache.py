@@ -75,6 +75,8 @@ def test_comfy_path_uses_model_patcher_and_load_models_gpu(tmp_path, monkeypatch
     path.write_bytes(b"x")
     item = ModelCache().torch_module(ENTRY, path, lambda: torch.nn.Linear(3, 3))
     assert isinstance(item.patcher, FakePatcher) and item.patcher.size == item.nbytes == 12 * 4
+    assert item.patcher.model.inner is item.model  # wrapped: diffusers models have a read-only .device
+    item.patcher.model.device = torch.device("cpu")  # what ModelPatcher writes; must not fail
     module = item.on_device(memory_required=1234)
     assert module is item.model
     patchers, mem, force = calls["load"]

@@ -1,0 +1,1 @@
+"""I/O stage: image sequences from the input folder (frames, guidance maps, masks)."""
