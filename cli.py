@@ -1,7 +1,10 @@
 """Marionette from the command line, without a ComfyUI server: the same stage functions the
 nodes call, on files.
 
-    python cli.py sample                      # the main job on the bundled sample, embedded defaults
+    python cli.py sample                      # the main job on the bundled sample, embedded defaults:
+                                              # fit Anny to the reference and the driving keypoints, give
+                                              # the driving poses the reference's shape, render Champ's
+                                              # depth / normal / semantic / skeleton guidance videos
     python cli.py pose VIDEO [--models-dir M] # DWPose keypoints JSON + skeleton video
     python cli.py draw KEYPOINTS.json         # keypoints JSON -> skeleton video
     python cli.py models [--models-dir M]     # which model files are found, which are missing
@@ -53,11 +56,58 @@ def draw_keypoints_file(keypoints: Path, out: Path, fps: float, width: int = 0, 
     return write_video(images, out, fps=fps)
 
 
+def guidance_pipeline(reference_pose: Path, reference_mask: Path | None, driving_pose: Path, out: Path,
+                      fps: float = 24.0, quality: str = "fast", body: str = "anny") -> dict[str, Path]:
+    """Reference + driving keypoints → fitted, shape-aligned bodies → Champ's guidance videos
+    (the guidance_from_video workflow without the DWPose step), written into ``out``."""
+    import numpy as np
+    from PIL import Image
+
+    from marionette.nodes import keypoints as kp_format
+    from marionette.nodes import skeleton
+    from marionette.nodes.body import align, fit, models
+    from marionette.nodes.body import io as body_io
+    from marionette.nodes.body.node import fit_config
+    from marionette.nodes.media import write_video
+    from marionette.nodes.render import maps
+    from marionette.nodes.render.node import body_keypoints
+
+    model = models.load_body_model(body)
+    config = fit_config(quality)
+
+    def dense(path):
+        arrays = kp_format.pose_keypoint_to_dense(kp_format.load_json(path))
+        return arrays.keypoints[:, 0], int(arrays.widths[0]), int(arrays.heights[0])
+
+    kps, w, h = dense(reference_pose)
+    mask = None
+    if reference_mask is not None:
+        alpha = np.asarray(Image.open(reference_mask).convert("RGBA"))[..., 3]
+        mask = (alpha > 127)[None]
+    print("fitting the reference ...")
+    ref = fit.fit_sequence(model, kps, w, h, masks=mask, config=fit.FitConfig(), progress=_progress("reference"))
+    kps, w, h = dense(driving_pose)
+    print(f"fitting {len(kps)} driving frames ...")
+    drv = fit.fit_sequence(model, kps, w, h, config=config, progress=_progress("driving"))
+    aligned = align.align_shape(ref, drv, model)
+    out.mkdir(parents=True, exist_ok=True)
+    written = {"bodies": body_io.save_npz(aligned, out / "bodies.npz")}
+    rendered = maps.render_guidance(aligned, progress=_progress("render"))
+    poses = body_keypoints(aligned, aligned.width, aligned.height)
+    rendered["dwpose"] = skeleton.draw_frames(poses)
+    for name in ("depth", "normal", "semantic", "dwpose"):
+        written[name] = write_video(rendered[name], out / f"{name}.mp4", fps=fps)
+    written["mask"] = write_video(np.repeat(rendered["mask"][..., None], 3, -1), out / "mask.mp4", fps=fps)
+    return written
+
+
 def cmd_sample(args) -> None:
     out = Path(args.out) / "sample"
-    src = SAMPLE_DIR / "marionette_sample_pose.json"
-    video = draw_keypoints_file(src, out / "skeleton.mp4", fps=24)
-    print(f"skeleton video of the bundled sample: {video}")
+    written = guidance_pipeline(SAMPLE_DIR / "marionette_reference_pose.json", SAMPLE_DIR / "marionette_reference.png",
+                                SAMPLE_DIR / "marionette_sample_pose.json", out, quality=args.quality)
+    print("guidance of the bundled sample:")
+    for name, path in written.items():
+        print(f"  {name:9s} {path}")
 
 
 def cmd_pose(args) -> None:
@@ -102,7 +152,9 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="cli.py", description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", default="out", help="output folder (default: out/)")
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("sample", help="run the main job on the bundled sample")
+    p = sub.add_parser("sample", help="run the main job on the bundled sample")
+    p.add_argument("--quality", default="fast", choices=["fast", "balanced", "best"],
+                   help="fitting effort for the driving clip (default: fast)")
     p = sub.add_parser("pose", help="DWPose keypoints and skeleton video of a video file")
     p.add_argument("video")
     p.add_argument("--models-dir", help="a ComfyUI-style models folder (default: <ComfyUI>/models)")

@@ -13,14 +13,27 @@ def _cli(*args, cwd):
                           timeout=300)
 
 
-def test_sample_writes_the_skeleton_video(tmp_path):
+def test_sample_writes_the_guidance_videos(tmp_path):
+    """The Quick start's main job: Anny fitted to the bundled reference and driving keypoints,
+    aligned, rendered as Champ's guidance videos."""
+    import numpy as np
+
     from marionette.nodes.media import read_video
 
     run = _cli("--out", str(tmp_path / "out"), "sample", cwd=tmp_path)
     assert run.returncode == 0, run.stderr
-    frames, fps = read_video(tmp_path / "out" / "sample" / "skeleton.mp4")
-    assert frames.shape == (48, 768, 512, 3) and fps == 24
-    assert frames.max() > 0.5 and frames[:, :5].max() < 0.1  # a skeleton on black
+    out = tmp_path / "out" / "sample"
+    masks, fps = read_video(out / "mask.mp4")
+    assert masks.shape == (48, 768, 512, 3) and fps == 24
+    coverage = (masks[..., 0] > 0.5).mean(axis=(1, 2))
+    assert (coverage > 0.03).all() and (coverage < 0.5).all()  # a body in every frame, on black
+    for name in ("depth", "normal", "semantic", "dwpose"):
+        frames, _ = read_video(out / f"{name}.mp4")
+        assert frames.shape == (48, 768, 512, 3), name
+        assert frames[:, :4].max() < 0.1 and frames.max() > 0.5, name  # black background, something drawn
+    bodies = np.load(out / "bodies.npz")
+    assert bodies["vertices"].shape[0] == 48 and bodies["model"] == "anny"
+    assert np.isfinite(bodies["keypoints2d"][:, :18]).all()
 
 
 def test_pose_on_a_video_with_fixture_models(tmp_path, fixture_models):
