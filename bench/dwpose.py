@@ -24,33 +24,10 @@ from pathlib import Path
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import common  # noqa: E402  (bench/common.py)
+
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def _import_pack():
-    """The repository as the package ``marionette`` (as ComfyUI and the tests import it)."""
-    sys.path.insert(0, str(ROOT))
-    import cli
-
-    return cli._pack()
-
-
-def _commit() -> str | None:
-    """The checked-out commit, read from .git without running git."""
-    git = ROOT / ".git"
-    try:
-        head = (git / "HEAD").read_text().strip()
-        if not head.startswith("ref:"):
-            return head[:12]
-        ref = head.split(":", 1)[1].strip()
-        if (git / ref).is_file():
-            return (git / ref).read_text().strip()[:12]
-        for line in (git / "packed-refs").read_text().splitlines():
-            if line.endswith(" " + ref):
-                return line.split()[0][:12]
-    except OSError:
-        pass
-    return None
 
 
 def _video(frames: int, size: int, seed: int = 0):
@@ -82,7 +59,7 @@ def _find_models(files, catalog, make_fixtures: bool):
 
 
 def run(size: int, frames: int | None, devices: list[str], fixtures: bool) -> list[dict]:
-    _import_pack()
+    common.import_pack()
     import onnxruntime as ort
     import torch
 
@@ -103,7 +80,7 @@ def run(size: int, frames: int | None, devices: list[str], fixtures: bool) -> li
                                      files.open_onnx(pose_path, catalog.model("dwpose_pose"), providers))
         est(video[:1])  # warm-up: session initialisation, CUDA kernels
         settings = dict(size=size, frames=n, device=device, provider=providers[0] if isinstance(providers[0], str)
-                        else providers[0][0], models=kind, threads=os.cpu_count(), commit=_commit())
+                        else providers[0][0], models=kind, threads=os.cpu_count(), commit=common.commit())
 
         start = time.perf_counter()
         people = est(video[1:])

@@ -16,7 +16,6 @@ compare on a machine shared with other jobs.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import statistics
 import sys
@@ -25,36 +24,10 @@ from pathlib import Path
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import common  # noqa: E402  (bench/common.py)
+
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def _import_pack():
-    """The repository as the package ``marionette`` (as ComfyUI and the tests import it)."""
-    if "marionette" not in sys.modules:
-        spec = importlib.util.spec_from_file_location("marionette", ROOT / "__init__.py",
-                                                      submodule_search_locations=[str(ROOT)])
-        module = importlib.util.module_from_spec(spec)
-        sys.modules["marionette"] = module
-        spec.loader.exec_module(module)
-    return sys.modules["marionette"]
-
-
-def _commit() -> str | None:
-    """The checked-out commit, read from .git without running git."""
-    git = ROOT / ".git"
-    try:
-        head = (git / "HEAD").read_text().strip()
-        if not head.startswith("ref:"):
-            return head[:12]
-        ref = head.split(":", 1)[1].strip()
-        if (git / ref).is_file():
-            return (git / ref).read_text().strip()[:12]
-        for line in (git / "packed-refs").read_text().splitlines():
-            if line.endswith(" " + ref):
-                return line.split()[0][:12]
-    except OSError:
-        pass
-    return None
 
 
 def _anny_mesh():
@@ -138,7 +111,7 @@ def main(argv=None) -> None:
     parser.add_argument("--backend", choices=("all", "torch", "opengl"), default="all")
     args = parser.parse_args(argv)
 
-    _import_pack()
+    common.import_pack()
     import torch
 
     from marionette.nodes.render.maps import render_guidance
@@ -177,7 +150,7 @@ def main(argv=None) -> None:
         settings = {"size": f"{args.width}x{args.height}", "frames": args.frames, "backend": backend,
                     "device": device, "cpu_threads": cpu_threads or torch.get_num_threads(), "mesh": mesh,
                     "vertices": int(seq.vertices.shape[1]), "faces": int(seq.faces.shape[0]),
-                    "maps": "depth,normal,semantic,mask", "commit": _commit()}
+                    "maps": "depth,normal,semantic,mask", "commit": common.commit()}
         print(json.dumps({"name": "render_guidance_seconds_per_frame", "value": round(statistics.median(times), 5),
                           "best": round(min(times), 5), "unit": "s/frame", "settings": settings}), flush=True)
         # CPU time of the whole process (all threads, llvmpipe's included): the work itself,

@@ -16,7 +16,6 @@ both are reported as skipped lines.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import resource
 import sys
@@ -26,17 +25,10 @@ from pathlib import Path
 
 import torch
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import common  # noqa: E402  (bench/common.py)
+
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def _import_pack():
-    if "marionette" not in sys.modules:
-        spec = importlib.util.spec_from_file_location("marionette", ROOT / "__init__.py",
-                                                      submodule_search_locations=[str(ROOT)])
-        module = importlib.util.module_from_spec(spec)
-        sys.modules["marionette"] = module
-        spec.loader.exec_module(module)
-    return sys.modules["marionette"]
 
 
 def _emit(name, value, unit, **settings):
@@ -53,7 +45,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    _import_pack()
+    common.import_pack()
     from marionette.nodes.sampler import champ_files, pipeline
     from marionette.nodes.sampler.champ_files import ChampRelease
 

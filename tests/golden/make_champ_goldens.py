@@ -5,17 +5,17 @@ fudan-generative-vision/champ (commit 02e5533) in a separate virtualenv with the
 code was written for, on the tiny release folder that tests/fixtures/make_models.py writes:
 
     # 1. the fixture release, with the project's environment (its values are seeded)
-    .venv/bin/python tests/fixtures/make_models.py /tmp/champ_fx --only champ
+    .venv/bin/python tests/fixtures/make_models.py $TMP/champ_fx --only champ
     # 2. a virtualenv for the official code; torch, numpy, PIL, safetensors ... are borrowed
     #    read-only from the project's venv through a .pth file (no CUDA torch download)
-    python3.11 -m venv /tmp/champ_golden_venv
-    echo "$PWD/.venv/lib/python3.11/site-packages" > /tmp/champ_golden_venv/lib/python3.11/site-packages/zz_project.pth
-    /tmp/champ_golden_venv/bin/pip install --no-deps diffusers==0.24.0 transformers==4.30.2 \
+    python3.11 -m venv $TMP/champ_golden_venv
+    echo "$PWD/.venv/lib/python3.11/site-packages" > $TMP/champ_golden_venv/lib/python3.11/site-packages/zz_project.pth
+    $TMP/champ_golden_venv/bin/pip install --no-deps diffusers==0.24.0 transformers==4.30.2 \
         huggingface_hub==0.20.3 tokenizers==0.13.3 einops==0.8.2 omegaconf==2.3.0 antlr4-python3-runtime==4.9.3
     # 3. the official code (git archive of the fetched repo) and this script
-    git -C <champ git dir> archive 02e5533 models pipelines configs | tar -x -C /tmp/champ_official
-    HF_HOME=/tmp/champ_golden_hf /tmp/champ_golden_venv/bin/python tests/golden/make_champ_goldens.py \
-        --champ-code /tmp/champ_official --release /tmp/champ_fx/champ --out tests/golden
+    git -C <champ git dir> archive 02e5533 models pipelines configs | tar -x -C $TMP/champ_official
+    HF_HOME=$TMP/champ_golden_hf $TMP/champ_golden_venv/bin/python tests/golden/make_champ_goldens.py \
+        --champ-code $TMP/champ_official --release $TMP/champ_fx/champ --out tests/golden
 
 Writes, under ``--out``:
 

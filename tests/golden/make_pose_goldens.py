@@ -15,12 +15,12 @@ needed; ``body.py`` (OpenPose's network) is replaced by the two NamedTuples util
 
 Usage (the mirror lacks some large binary files, so export just the Python sources)::
 
-    mkdir -p /tmp/cnaux && git -C <comfyui_controlnet_aux repo> archive HEAD \\
-        src/custom_controlnet_aux/dwpose | tar -x -C /tmp/cnaux
+    mkdir -p $TMP/cnaux && git -C <comfyui_controlnet_aux repo> archive HEAD \\
+        src/custom_controlnet_aux/dwpose | tar -x -C $TMP/cnaux
     pip download --no-deps controlnet-aux==0.0.10 -d /tmp
-    unzip -q /tmp/controlnet_aux-0.0.10-py3-none-any.whl -d /tmp/hfaux
+    unzip -q $TMP/controlnet_aux-0.0.10-py3-none-any.whl -d $TMP/hfaux
     pip install opencv-python-headless matplotlib
-    python tests/golden/make_pose_goldens.py /tmp/cnaux /tmp/hfaux
+    python tests/golden/make_pose_goldens.py $TMP/cnaux $TMP/hfaux
 
 Outputs (all small): ``pose_cases.npz`` (the seeded input poses), ``pose_encoded.json`` (the
 reference encoder's POSE_KEYPOINT list, one frame per case), and ``pose_<case>_<variant>.png``
