@@ -60,7 +60,7 @@ def test_align_smoothing_and_errors(anny_body):
     with pytest.raises(ValueError, match="placement"):
         align.align_shape(ref, drv, anny_body, placement="sideways")
     other = BodySequence(**{**drv.__dict__, "model": "smpl"})
-    with pytest.raises(ValueError, match="same Load Body Model"):
+    with pytest.raises(ValueError, match="fitted with 'smpl'"):
         align.align_shape(ref, other, anny_body)
 
 
@@ -111,7 +111,8 @@ def test_nodes_fit_align_save_load_render(anny_body, tmp_path, monkeypatch):
         body_node.MarionetteFitBody.execute(pose_keypoint=poses, body_model=anny_body, person=0,
                                             focal_length="diagonal", quality="fast", masks=torch.ones(2, 768, 512))
 
-    aligned = body_node.MarionetteAlignBodyShape.execute(reference=seq, driving=seq, body_model=anny_body,
+    reference = _sequence(anny_body, [0.1, 0.6, 0.3, 1.0, 0.5, 0.5], T=1)
+    aligned = body_node.MarionetteAlignBodyShape.execute(reference=reference, driving=seq, body_model=anny_body,
                                                          placement="keep driving camera", smooth=0.0).args[0]
     saved = body_node.MarionetteSaveBodySequence.execute(body_sequence=aligned, filename_prefix="bodies/run")
     entry = saved.ui["npz"][0]
