@@ -4,26 +4,30 @@ sequence: ``fit_sequence``.
 One optimisation for the whole clip: one shape for the person, per-frame body pose, global
 orientation and root translation, seen by a fixed pinhole camera (principal point at the image
 centre, focal length per ``FitConfig.focal``). The energy (SMPLify-style, Bogo et al. 2016,
-reference/champ_spec.md §12, without licensed priors):
+reference/champ_spec.md §12, with no licensed prior):
 
-* confidence² -weighted Geman–McClure reprojection of every DWPose-134 point the model has
-  (body 1, feet, hands and face with their own weights),
-* a pose prior toward the model's neutral pose, scaled per joint by its range, plus the joint
-  limits (``model.pose_limits``) as a soft quadratic barrier,
-* temporal smoothness: velocity and acceleration of the body's 3D keypoints (in pixels at the
-  body's depth) and velocity of the joint angles, so missing or occluded points are bridged by
-  the neighbouring frames and the prior (a limb missing for 5 frames, legs out of frame),
+* confidence²-weighted Geman–McClure reprojection of every DWPose-134 point the model has
+  (body 1; feet, hands and face with their own weights), against keypoint tracks denoised by a
+  local-quadratic temporal filter,
+* a pose prior toward the model's neutral pose, per joint scaled by its range (stiff joints are
+  held harder) and 20× stronger for joints whose keypoints are unseen (legs out of frame stay
+  standing), plus the joint limits (``model.pose_limits``) as a soft quadratic barrier,
+* temporal coupling of the joint angles (30× stronger where a joint's keypoints are missing in
+  a frame, so a limb's dropout is bridged from its neighbours),
 * with masks, a silhouette term (``silhouette.py``: a robust chamfer between the projected
-  vertices and the mask's outline, on precomputed distance fields) that fits the outline,
+  vertices and the mask's outline on precomputed distance fields) that fits the outline,
 * a shape prior toward the model's average body.
 
-Stages: (1) initialisation from the torso (``fit_init.py``: depth from the torso's pixel size,
-8 headings, Viterbi over the sequence); (2) body: pose, orientation and translation at the
-average shape; (3) shape: the shape (and translations) against the keypoints — and the masks
-when given — with the body held, on a model linearised in the shape (finite differences: a few
-forward passes, no gradient through the shape blend); (4) refinement of the body at the new
-shape, with the silhouette term when masks are given; (3)–(4) repeat ``shape_rounds`` times.
-The body stages are Adam on all frames at once (batched; CPU or CUDA alike).
+Stages (``fit_solver.Fitter``): (1) initialisation from the torso (``fit_init.py``: depth from
+the torso's pixel size, 8 headings per frame, a Viterbi choice over the sequence); (2) pose:
+Adam on pose, orientation and camera-space position of all frames at once, the robustifier
+annealed from wide to tight; (3) repair: frames stuck in a poor local minimum restart from a
+better-fitting neighbour; (4) shape + pose: the shape joins, through the model linearised in
+the shape (finite differences, refreshed every few steps; a shape change that grows the body
+also moves it away, so that size never trades against depth); (5) with masks, the same with the
+silhouette term; (6) a local-quadratic low-pass of the fitted motion, kept only where it does
+not worsen a frame (frames without any torso point get their placement from their
+neighbours). Batched torch throughout: CPU and CUDA alike.
 """
 from __future__ import annotations
 
@@ -60,9 +64,9 @@ class FitConfig:
         init_iters: rigid torso fit per heading; body_iters: pose stage; repair_rounds /
         repair_iters: restarts of badly fitting frames from good neighbours; shape_iters:
         pose + shape stage; silhouette_iters: pose + shape + silhouette stage (with masks);
-        lr: pose learning rate (radians per step; orientation 0.7×, translation 0.3× in metres),
-        cosine-decayed to 10% within each stage; shape_lr; jacobian_every: steps between
-        relinearisations of the shape.
+        lr: pose learning rate (radians per step; orientation 0.7×; image position 0.1× and
+        log-depth 0.5×), cosine-decayed to 10% within each stage; shape_lr; jacobian_every:
+        steps between relinearisations of the shape.
     Data:
         min_confidence: points below are ignored (DWPose's 0.3); sigma / sigma_final:
         Geman–McClure scale at the start / end of the pose stage (wide first to pull far limbs
@@ -77,9 +81,12 @@ class FitConfig:
         the frame (a limb's dropout is bridged from the frames around it); limit_weight: soft
         joint-limit barrier (per radian² outside); shape_prior: weight of the squared distance
         to the average body in units of shape_scale; shape_step: finite-difference step;
-        smooth_velocity / smooth_acceleration / smooth_sigma: robust penalties on the 3D
-        keypoints' velocity and acceleration (px at the body's depth); pose_velocity: joint
-        angle change per frame (radians²).
+        pose_velocity: joint angle change per frame (radians²); motion_smoothing: σ in frames
+        of the final low-pass of the fitted motion (0 = off; a frame keeps its own fit where
+        smoothing would worsen it); smooth_velocity / smooth_acceleration / smooth_sigma:
+        robust penalties on the 3D keypoints' velocity and acceleration (px at the body's
+        depth), off by default: they couple all frames stiffly, which Adam handles poorly, and
+        the two filters above remove jitter better.
     Silhouette (with masks):
         silhouette_weight, silhouette_sigma (normalised px), silhouette_points (vertices used),
         contour_points (outline points per frame).
@@ -97,7 +104,7 @@ class FitConfig:
     silhouette_iters: int = 60
     lr: float = 0.03
     shape_lr: float = 0.01
-    jacobian_every: int = 10
+    jacobian_every: int = 20
     min_confidence: float = 0.3
     sigma: float = 150.0
     sigma_final: float = 60.0

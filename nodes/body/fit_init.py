@@ -4,8 +4,8 @@ it faces (global orientation), per frame, from the torso and head keypoints alon
 1. Depth from the torso's pixel size: for each pair of torso points seen in a frame (shoulders,
    hips, neck-to-hips, shoulder-to-hip sides, nose-to-neck), ``z = f · L3D / L2D`` with ``L3D``
    the neutral body's length; the smallest ``z`` (the least foreshortened segment) wins.
-   Foreshortening only makes the body look farther, so the lower envelope over ``window``
-   frames either side is kept; frames without a torso take their neighbours' values.
+   Foreshortening only makes the body look farther, so a low quantile over ``window`` frames
+   either side is kept (robust to a single wrong detection); frames without a torso take their neighbours' values.
 2. Orientation: a rigid fit of the neutral body's torso and head points, started from 8
    headings (every 45° about the vertical: front, profiles, back) for every frame at once.
 3. Choice: per frame the heading with the lowest reprojection error, chosen jointly over the
@@ -68,9 +68,13 @@ def initial_translation(neutral: np.ndarray, kps: np.ndarray, ok: np.ndarray, K:
     if known.any():
         # foreshortening only ever makes a segment look shorter (the body farther): the lower
         # envelope over a few neighbouring frames discards a profile frame's narrow shoulders
-        raw = np.where(known, depth, np.inf)
+        raw = np.where(known, depth, np.nan)
         for t in np.flatnonzero(known):
-            depth[t] = raw[max(0, t - window):t + window + 1].min()
+            near = raw[max(0, t - window):t + window + 1]
+            near = near[np.isfinite(near)]
+            # a low quantile rather than the minimum: one frame with a spurious large torso
+            # (a wrong detection) must not pull its neighbours toward the camera
+            depth[t] = min(depth[t], float(np.quantile(near, 0.25))) if len(near) >= 4 else depth[t]
     if not known.any():
         # no torso anywhere: size the body by the spread of whatever points are seen
         any_ok = ok.any(1)
@@ -165,12 +169,13 @@ def initial_orientation(neutral: np.ndarray, kps: np.ndarray, conf: np.ndarray, 
 
 
 def local_quadratic(values: np.ndarray, weights: np.ndarray, sigma_frames: float,
-                    radius: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+                    radius: int | None = None, fill: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """Temporal local-quadratic regression (a Savitzky–Golay filter with Gaussian weights of
     ``sigma_frames`` within ``radius`` frames, and per-sample ``weights``) of tracks ``values``
     ``[T, N, C]``. Returns the smoothed tracks and ``[T, N]`` where the fit was possible (the
-    sample itself weighted, at least 5 weighted samples, a well-posed system); elsewhere the
-    input is returned unchanged. A quadratic follows accelerating motion without lag."""
+    sample itself weighted — unless ``fill``, which also estimates unweighted samples from
+    their neighbours —, at least 5 weighted samples, a well-posed system); elsewhere the input
+    is returned unchanged. A quadratic follows accelerating motion without lag."""
     T = values.shape[0]
     radius = radius or max(2, int(round(2.5 * sigma_frames)))
     offs = np.arange(-radius, radius + 1)
@@ -182,7 +187,7 @@ def local_quadratic(values: np.ndarray, weights: np.ndarray, sigma_frames: float
     AtWA = np.einsum("wi,twn,wj->tnij", A, w, A)  # [T, N, 3, 3]
     AtWb = np.einsum("wi,twn,twnc->tnic", A, w, values[idx])  # [T, N, 3, C]
     det = np.linalg.det(AtWA)
-    good = ((weights > 0) & ((w > 0).sum(1) >= 5)
+    good = ((fill | (weights > 0)) & ((w > 0).sum(1) >= 5)
             & (np.abs(det) > 1e-6 * np.maximum(AtWA[..., 0, 0], 1e-12) ** 3))
     out = values.astype(np.float64).copy()
     if good.any():

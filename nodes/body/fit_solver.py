@@ -197,9 +197,9 @@ class Fitter:
         if frames is not None:
             return e
         if self.T > 1:
-            moving = kp[:, self.point_w > 0]
-            e = e + terms.temporal(moving, self._pix_per_m(transl), cfg.smooth_velocity,
-                                   cfg.smooth_acceleration, cfg.smooth_sigma)
+            if cfg.smooth_velocity > 0 or cfg.smooth_acceleration > 0:
+                e = e + terms.temporal(kp[:, self.point_w > 0], self._pix_per_m(transl), cfg.smooth_velocity,
+                                       cfg.smooth_acceleration, cfg.smooth_sigma)
             e = e + cfg.pose_velocity * terms.param_velocity(pose, self.velocity_weight)
         if with_sil and self.sil is not None:
             v = out.vertices[:, self.sil_index()]
@@ -219,36 +219,37 @@ class Fitter:
             e = e + 1e4 * (out * out).sum()
         return e
 
-    def _size(self, shapes: torch.Tensor) -> torch.Tensor:
-        """RMS spread (metres) of the neutral body's body and foot keypoints, per shape ``[N, S]``."""
-        n, J = shapes.shape[0], self.model.num_joints
-        zeros = torch.zeros(n, J, 3, dtype=self.dt, device=self.dev)
-        kp = self.model(shapes, zeros, torch.zeros(n, 3, dtype=self.dt, device=self.dev)).keypoints
-        kp = kp[:, terms.ERROR_POINTS][:, np.asarray(self.model.keypoint_mask, bool)[terms.ERROR_POINTS]]
-        return ((kp - kp.mean(1, keepdim=True)) ** 2).sum(-1).mean(-1).sqrt()
+    def _size(self, shape: torch.Tensor) -> torch.Tensor:
+        """RMS spread (metres) of the neutral body's body and foot keypoints for ``shape`` [S]."""
+        J = self.model.num_joints
+        kp = self.model(shape, torch.zeros(1, J, 3, dtype=self.dt, device=self.dev),
+                        torch.zeros(1, 3, dtype=self.dt, device=self.dev)).keypoints[0]
+        kp = kp[terms.ERROR_POINTS][torch.as_tensor(np.asarray(self.model.keypoint_mask, bool)[terms.ERROR_POINTS],
+                                                    device=self.dev)]
+        return ((kp - kp.mean(0)) ** 2).sum(-1).mean().sqrt()
 
     def shape_jacobian(self, pose, orient, transl, with_vertices: bool) -> _ShapeJacobian:
         """Forward differences in each shape parameter (``shape_step``, stepping inward at a
-        bound), one batched no-gradient pass each."""
+        bound): per parameter one no-gradient pass over all frames and one of the neutral body
+        (same shape back to back, so a model that caches its shape-dependent part builds it
+        once)."""
         h = self.cfg.shape_step
         with torch.no_grad():
             base = self.model(self.shape, pose, orient, transl)
+            size0 = self._size(self.shape)
             idx = self.sil_index() if with_vertices else None
-            dk, dv, shapes, steps = [], [], [self.shape], []
+            dk, dv, dsize = [], [], []
             for i in range(self.model.shape_dim):
                 s = self.shape.clone()
                 step = -h if self.shape_hi is not None and s[i] + h > self.shape_hi[i] else h
                 s[i] += step
-                shapes.append(s)
-                steps.append(step)
                 out = self.model(s, pose, orient, transl)
                 dk.append((out.keypoints - base.keypoints) / step)
                 if with_vertices:
                     dv.append((out.vertices[:, idx] - base.vertices[:, idx]) / step)
-            sizes = self._size(torch.stack(shapes))
-            grad = (sizes[1:] - sizes[0]) / torch.as_tensor(steps, dtype=self.dt, device=self.dev)
+                dsize.append((self._size(s) - size0) / step)
         return _ShapeJacobian(torch.stack(dk, -1), torch.stack(dv, -1) if with_vertices else None,
-                              float(sizes[0]), grad)
+                              float(size0), torch.stack(dsize))
 
     # ------------------------------------------------------------------ stages
     def body_stage(self, iters: int, sigma0: float, sigma1: float, lr: float, with_shape: bool = False,
@@ -369,24 +370,38 @@ class Fitter:
     def smooth_motion(self, sigma_frames: float):
         """Low-pass the fitted motion (joint angles, root rotation, image position and
         log-depth) with ``local_quadratic``: removes the frame-to-frame jitter the fit picks up
-        from noisy keypoints, keeps accelerating motion."""
-        if sigma_frames <= 0 or self.T < 5:
+        from noisy keypoints, keeps accelerating motion. The root of a frame without any torso
+        keypoint (nothing placed it) is interpolated from its neighbours even when
+        ``sigma_frames`` is 0."""
+        if self.T < 5:
             return
-        ones = np.ones((self.T, 1))
-        pose = self.pose.double().cpu().numpy().reshape(self.T, -1, 1)
-        pose, _ = local_quadratic(pose, np.ones(pose.shape[:2]), sigma_frames)
-        R = aa_to_matrix(self.orient.double()).cpu().numpy().reshape(self.T, 1, 9)
-        R, _ = local_quadratic(R, ones, sigma_frames)
-        U, _, Vt = np.linalg.svd(R.reshape(self.T, 3, 3))
-        D = np.ones((self.T, 3))
+        placed = self.ok_np[:, terms.TORSO + terms.HEAD].any(1).astype(np.float64)[:, None]
+        if sigma_frames <= 0:
+            if placed.all() or not placed.any():
+                return
+            sigma_frames, joints = 2.0, False
+        else:
+            joints = True
+        T = self.T
+        pose = self.pose.double().cpu().numpy().reshape(T, -1, 1)
+        if joints:
+            pose, _ = local_quadratic(pose, np.ones(pose.shape[:2]), sigma_frames)
+        R = aa_to_matrix(self.orient.double()).cpu().numpy().reshape(T, 1, 9)
+        R_s, _ = local_quadratic(R, placed, sigma_frames, fill=True)
+        U, _, Vt = np.linalg.svd(R_s.reshape(T, 3, 3))
+        D = np.ones((T, 3))
         D[:, 2] = np.sign(np.linalg.det(U @ Vt))
-        R = (U * D[:, None, :]) @ Vt  # nearest rotation
+        R_s = (U * D[:, None, :]) @ Vt  # nearest rotation
         uv, logz = _to_camera_params(self.transl.double())
         cam = torch.cat([uv, logz[:, None]], -1).cpu().numpy()[:, None]
-        cam, _ = local_quadratic(cam, ones, sigma_frames)
-        cam = torch.as_tensor(cam[:, 0])
-        new = (self._t(pose.reshape(self.T, -1, 3)), matrix_to_aa(torch.as_tensor(R)).to(self.dev, self.dt),
-               _from_camera_params(cam[:, :2], cam[:, 2]).to(self.dev, self.dt))
+        cam_s, _ = local_quadratic(cam, placed, sigma_frames, fill=True)
+        if not joints:  # only fill the unplaced frames
+            keep = placed[:, 0] > 0
+            R_s[keep] = R.reshape(T, 3, 3)[keep]
+            cam_s[keep] = cam[keep]
+        cam_s = torch.as_tensor(cam_s[:, 0])
+        new = (self._t(pose.reshape(T, -1, 3)), matrix_to_aa(torch.as_tensor(R_s)).to(self.dev, self.dt),
+               _from_camera_params(cam_s[:, :2], cam_s[:, 2]).to(self.dev, self.dt))
         # keep a frame's own fit where smoothing would blend two different solutions (an arm
         # that flips between neighbouring frames): its keypoint error must stay close
         before = self.frame_errors()

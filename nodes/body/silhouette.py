@@ -100,7 +100,8 @@ def render_silhouettes(vertices, faces, K, height: int, width: int, near: float 
         Kt = K if K.dim() == 2 else K[t]
         v = verts[t]
         z = v[:, 2]
-        xy = v[:, :2] / z.clamp(min=near)[:, None] * torch.stack([Kt[0, 0], Kt[1, 1]]) + torch.stack([Kt[0, 2], Kt[1, 2]])
+        f = torch.stack([Kt[0, 0], Kt[1, 1]])
+        xy = v[:, :2] / z.clamp(min=near)[:, None] * f + torch.stack([Kt[0, 2], Kt[1, 2]])
         masks.append(rasterize_silhouette(xy, faces, height, width, valid=z > near).cpu().numpy())
     return np.stack(masks) if masks else np.zeros((0, height, width), bool)
 
@@ -200,7 +201,8 @@ class SilhouetteTarget:
         self.has_mask = torch.as_tensor(masks.reshape(T, -1).any(1), device=device)
         self._nearest = None
 
-    def sample_dist(self, xy: torch.Tensor, frames: slice | torch.Tensor = slice(None)) -> tuple[torch.Tensor, torch.Tensor]:
+    def sample_dist(self, xy: torch.Tensor,
+                    frames: slice | torch.Tensor = slice(None)) -> tuple[torch.Tensor, torch.Tensor]:
         """Bilinear ``dist_out`` at ``xy`` ``[T, N, 2]`` pixels → (``[T, N]`` distances, ``[T, N]``
         bool in-image)."""
         H, W = self.height, self.width
