@@ -36,6 +36,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from .geometry import aa_to_matrix
 from .base import BodyModel, BodyOutput
 
 PHENOTYPES = ("gender", "age", "muscle", "weight", "height", "proportions")
@@ -116,21 +117,7 @@ def _limit_key(base: str) -> str:
     return base
 
 
-def _axis_angle_to_matrix(aa: torch.Tensor) -> torch.Tensor:
-    """``[..., 3]`` → ``[..., 3, 3]`` Rodrigues, with a smooth gradient at zero."""
-    theta2 = (aa * aa).sum(-1, keepdim=True)[..., None]
-    small = theta2 < 1e-6
-    # sin(t)/t and (1-cos(t))/t² with their series near zero; the unused branch gets a safe
-    # argument so that its gradient (multiplied by 0 in where) is finite, not NaN
-    safe2 = torch.where(small, torch.ones_like(theta2), theta2)
-    safe = torch.sqrt(safe2)
-    a = torch.where(small, 1 - theta2 / 6, torch.sin(safe) / safe)
-    b = torch.where(small, 0.5 - theta2 / 24, (1 - torch.cos(safe)) / safe2)
-    x, y, z = aa[..., 0], aa[..., 1], aa[..., 2]
-    zero = torch.zeros_like(x)
-    K = torch.stack([zero, -z, y, z, zero, -x, -y, x, zero], -1).reshape(*aa.shape[:-1], 3, 3)
-    eye = torch.eye(3, dtype=aa.dtype, device=aa.device)
-    return eye + a * K + b * (K @ K)
+_axis_angle_to_matrix = aa_to_matrix  # one Rodrigues for the whole body stage (geometry.py)
 
 
 class AnnyBody(BodyModel):
