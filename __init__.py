@@ -13,7 +13,7 @@ from .nodes.comfy_bridge import ComfyExtension
 WEB_DIRECTORY = "./web"
 
 # Stages whose node.py exists; each lists its nodes in NODES.
-STAGES = ("io", "pose", "body", "render", "sampler")
+STAGES = ("io", "pose", "body", "render", "track", "sampler", "stitch")
 
 log = logging.getLogger("marionette")
 

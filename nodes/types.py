@@ -18,8 +18,8 @@ Each id is the string ComfyUI matches links by. Payloads:
     needs (camera-space vertices, faces, part labels, intrinsics), so the render stage never
     needs the body model. Saved and loaded as ``.npz`` (``nodes/body/io.py``).
 
-Later stages add ``POINT_TRACKS``, ``CHAMP_MODEL``, ``GUIDANCE_FEATURES`` and ``STITCHING``
-here (see DESIGN.md).
+The sampler stage adds ``CHAMP_MODEL`` and ``GUIDANCE_FEATURES``; background tracking and long videos add
+``POINT_TRACKS``, ``CAMERA_MOTION`` and ``STITCHING`` (see DESIGN.md).
 """
 from __future__ import annotations
 
@@ -125,3 +125,82 @@ class GuidanceFeatures:
 
     def __len__(self) -> int:
         return int(self.frames)
+
+
+# ------------------------------------------------------------------ background and long videos
+
+POINT_TRACKS = "POINT_TRACKS"
+CAMERA_MOTION = "CAMERA_MOTION"
+STITCHING = "STITCHING"
+
+
+@dataclass
+class PointTracks:
+    """Background point tracks (``POINT_TRACKS``), from CoTracker outside the person's mask.
+
+    tracks:       ``[T, N, 2]`` float32 pixel positions (x, y), pixel centres at integers, in
+                  the video's own ``width`` x ``height``.
+    visibility:   ``[T, N]`` bool, the tracker's visibility (a hidden point's position is a guess).
+    query_frames: ``[N]`` int, the frame each point was queried in.
+    width/height: the video size in pixels.
+    extras:       anything else worth keeping (tracker name, dropped-track counts, ...).
+    """
+
+    tracks: np.ndarray
+    visibility: np.ndarray
+    query_frames: np.ndarray
+    width: int
+    height: int
+    extras: dict = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return int(self.tracks.shape[0])
+
+
+@dataclass
+class CameraMotion:
+    """Per-frame background motion (``CAMERA_MOTION``) relative to the first frame.
+
+    homographies: ``[T, 3, 3]`` float64; ``homographies[t]`` maps a pixel (x, y, 1) of frame 0 to
+                  frame t (pixel centres at integers); ``homographies[0]`` is the identity.
+    models:       per frame, the model that was fitted: ``homography``, ``affine``,
+                  ``similarity``, ``translation`` or ``identity`` (too few points).
+    inliers:      ``[T]`` int, the points that agreed with the fitted motion.
+    residual:     ``[T]`` float, mean inlier reprojection error in pixels.
+    width/height: the video size in pixels.
+    """
+
+    homographies: np.ndarray
+    models: tuple[str, ...]
+    inliers: np.ndarray
+    residual: np.ndarray
+    width: int
+    height: int
+
+    def __len__(self) -> int:
+        return int(self.homographies.shape[0])
+
+
+@dataclass
+class Stitching:
+    """How Animate joins clips (``STITCHING``, from the Clip Stitcher node).
+
+    mode:           ``aggregate``: Champ's temporal aggregation (windows of ``clip_frames``
+                    overlapping by ``overlap``, averaged at every step, the official default);
+                    ``chain``: first-frame chaining, clip by clip, each clip starting from the
+                    previous clip's last ``overlap`` frames, the reference features kept in every
+                    clip, frames streamed out clip by clip.
+    clip_frames:    frames per window / clip (at most 32: the motion modules' position encoding).
+    overlap:        frames shared by neighbouring windows / clips.
+    blend:          seam blending of the overlapping frames in ``chain`` mode: ``none``,
+                    ``linear`` or ``pyramid``.
+    color_match:    ``none`` or ``reference``: match each clip's colours to the reference image.
+    color_strength: 0..1, how much of the colour correction is applied.
+    """
+
+    mode: str = "aggregate"
+    clip_frames: int = 24
+    overlap: int = 4
+    blend: str = "linear"
+    color_match: str = "reference"
+    color_strength: float = 1.0

@@ -1,0 +1,1 @@
+"""Long-video stage: how clips join (Champ's aggregation or first-frame chaining), seams, colour."""

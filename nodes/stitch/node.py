@@ -1,0 +1,2 @@
+"""Placeholder: filled by the Clip Stitcher work."""
+NODES = []

@@ -1,0 +1,1 @@
+"""Background tracking stage: CoTracker points outside the person, camera motion, background plate."""

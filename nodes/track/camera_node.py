@@ -1,0 +1,2 @@
+"""Placeholder: filled by the camera-motion work."""
+NODES = []

@@ -1,0 +1,2 @@
+"""Placeholder: filled by the tracking work."""
+NODES = []
