@@ -44,6 +44,30 @@ def _maps(folder="marionette_guidance"):
             for k in ("depth", "normal", "semantic_map", "dwpose", "mask")]
 
 
+def _body_guidance():
+    """Driving video + reference image -> DWPose on both -> fit Anny to both -> align -> render: the
+    guidance part shared by guidance_from_video and animate_champ."""
+    return [
+        ("load", "LoadVideo", {"file": "marionette_sample.mp4"}, "Load driving video"),
+        ("parts", "GetVideoComponents", {"video": ("load", 0)}),
+        ("ref", "LoadImage", {"image": "marionette_reference.png"}, "Load reference image"),
+        ("ref_mask", "InvertMask", {"mask": ("ref", 1)}, "Person mask (image alpha)"),
+        ("pose", "MarionetteEstimatePose", {"images": ("parts", 0), **POSE}, "Driving pose"),
+        ("ref_pose", "MarionetteEstimatePose", {"images": ("ref", 0), **POSE}, "Reference pose"),
+        ("body", "MarionetteLoadBodyModel", {"model": "anny", "variant": "neutral", "with_fingers": True}),
+        ("fit", "MarionetteFitBody", {"pose_keypoint": ("pose", 0), "body_model": ("body", 0), "person": 0,
+                                      "focal_length": "diagonal", "quality": "fast"}, "Fit driving video"),
+        ("ref_fit", "MarionetteFitBody", {"pose_keypoint": ("ref_pose", 0), "body_model": ("body", 0),
+                                          "masks": ("ref_mask", 0), "person": 0, "focal_length": "diagonal",
+                                          "quality": "balanced"}, "Fit reference"),
+        ("align", "MarionetteAlignBodyShape", {"reference": ("ref_fit", 0), "driving": ("fit", 0),
+                                               "body_model": ("body", 0), "placement": "keep driving camera",
+                                               "smooth": 0.0}),
+        ("render", "MarionetteRenderBodyGuidance", {"body_sequence": ("align", 0), "width": 0, "height": 0,
+                                                    "skeleton_hands": True, "skeleton_face": True}),
+    ]
+
+
 WORKFLOWS = {
     "pose_from_video": {
         "description": "Driving video -> DWPose keypoints (saved as JSON) and a skeleton video. Put yolox_l.onnx and "
@@ -63,25 +87,9 @@ WORKFLOWS = {
                        "skeleton guidance videos (+ the fitted bodies as .npz). The reference image's alpha is used "
                        "as its person mask.",
         "nodes": [
-            ("load", "LoadVideo", {"file": "marionette_sample.mp4"}, "Load driving video"),
-            ("parts", "GetVideoComponents", {"video": ("load", 0)}),
-            ("ref", "LoadImage", {"image": "marionette_reference.png"}, "Load reference image"),
-            ("ref_mask", "InvertMask", {"mask": ("ref", 1)}, "Person mask (image alpha)"),
-            ("pose", "MarionetteEstimatePose", {"images": ("parts", 0), **POSE}, "Driving pose"),
-            ("ref_pose", "MarionetteEstimatePose", {"images": ("ref", 0), **POSE}, "Reference pose"),
-            ("body", "MarionetteLoadBodyModel", {"model": "anny", "variant": "neutral", "with_fingers": True}),
-            ("fit", "MarionetteFitBody", {"pose_keypoint": ("pose", 0), "body_model": ("body", 0), "person": 0,
-                                          "focal_length": "diagonal", "quality": "fast"}, "Fit driving video"),
-            ("ref_fit", "MarionetteFitBody", {"pose_keypoint": ("ref_pose", 0), "body_model": ("body", 0),
-                                              "masks": ("ref_mask", 0), "person": 0, "focal_length": "diagonal",
-                                              "quality": "balanced"}, "Fit reference"),
-            ("align", "MarionetteAlignBodyShape", {"reference": ("ref_fit", 0), "driving": ("fit", 0),
-                                                   "body_model": ("body", 0), "placement": "keep driving camera",
-                                                   "smooth": 0.0}),
+            *_body_guidance(),
             ("save_body", "MarionetteSaveBodySequence", {"body_sequence": ("align", 0),
                                                          "filename_prefix": "marionette/body"}),
-            ("render", "MarionetteRenderBodyGuidance", {"body_sequence": ("align", 0), "width": 0, "height": 0,
-                                                        "skeleton_hands": True, "skeleton_face": True}),
             *_save_video(("render", 0), "depth", ("parts", 2)),
             *_save_video(("render", 1), "normal", ("parts", 2)),
             *_save_video(("render", 2), "semantic", ("parts", 2)),
@@ -108,6 +116,25 @@ WORKFLOWS = {
             ("video_animate", "CreateVideo", {"images": ("animate", 0), "fps": 24.0}),
             ("save_animate", "SaveVideo", {"video": ("video_animate", 0), "filename_prefix": "marionette/animate",
                                            "format": "auto", "codec": "auto"}),
+        ],
+    },
+    "animate_champ": {
+        "description": "Reference image + driving video -> the whole guidance pipeline (DWPose on both, fit Anny to "
+                       "both, the driving poses with the reference's body shape, Champ's depth/normal/semantic/"
+                       "skeleton maps) -> Load Champ -> Encode Guidance -> Animate -> video. Put the official Champ "
+                       "release in models/champ and the DWPose ONNX files in models/dwpose. Encode Guidance's "
+                       "width/height set the generation size (multiples of 8; official 512x512).",
+        "nodes": [
+            *_body_guidance(),
+            ("champ", "MarionetteLoadChamp", {"release": ".", "dtype": "auto"}),
+            ("encode", "MarionetteEncodeGuidance", {
+                "champ_model": ("champ", 0), "width": 256, "height": 384,
+                "depth": ("render", 0), "normal": ("render", 1), "semantic": ("render", 2),
+                "skeleton": ("render", 4), "semantic_mask": ("render", 3)}),
+            ("animate", "MarionetteAnimate", {"reference": ("ref", 0), "champ_model": ("champ", 0),
+                                              "guidance": ("encode", 0), "width": 0, "height": 0, "steps": 20,
+                                              "cfg": 3.5, "seed": 42, "resize_to_reference": False}),
+            *_save_video(("animate", 0), "animation", ("parts", 2)),
         ],
     },
     "fit_keypoints": {

@@ -215,8 +215,17 @@ def _expectations(api_path: Path, prompt: dict) -> dict:
     if not spec_path.is_file():
         return {}
     spec = json.loads(spec_path.read_text())
-    unknown = set(spec) - {"timeout_s", "outputs"}
+    unknown = set(spec) - {"timeout_s", "outputs", "overrides"}
     assert not unknown, f"{spec_path}: unknown keys {sorted(unknown)}"
+    # "overrides": widget values changed for the CPU test run only (e.g. fewer sampling steps);
+    # the graph itself, its links and every other value are the shipped ones.
+    for node_id, values in spec.get("overrides", {}).items():
+        assert node_id in prompt, f"{spec_path}: override for node {node_id}, which is not in {api_path.name}"
+        for key, value in values.items():
+            current = prompt[node_id]["inputs"].get(key)
+            assert current is not None and not isinstance(current, list), \
+                f"{spec_path}: node {node_id} has no widget value '{key}' to override"
+            prompt[node_id]["inputs"][key] = value
     for node_id, exp in spec.get("outputs", {}).items():
         assert node_id in prompt, f"{spec_path}: node {node_id} is not in {api_path.name}"
         bad = set(exp) - EXPECTATION_KEYS
