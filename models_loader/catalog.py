@@ -51,6 +51,8 @@ class ModelFile:
         foreign_dirs: folders of other packs (relative to a ``custom_nodes`` folder) that
             keep the same file, so nobody downloads it twice.
         hf_repo: Hugging Face repo id, to find the file in the local HF hub cache.
+        torch_hub_checkpoint: also look in torch.hub's ``checkpoints`` folder, where
+            ``torch.hub.load_state_dict_from_url`` saves the file.
     """
 
     id: str
@@ -67,11 +69,13 @@ class ModelFile:
     hf_repo: str | None = None
     size_hint_mb: float | None = None
     notes: str = field(default="", compare=False)
+    torch_hub_checkpoint: bool = False
 
 
 ONNX_EXT = (".onnx",)
 BODY_EXT = (".pkl", ".npz")
 CHAMP_EXT = (".pth", ".safetensors", ".bin", ".json")
+COTRACKER_EXT = (".pth", ".pt", ".safetensors")
 
 FOLDERS: dict[str, Folder] = {
     f.key: f
@@ -97,6 +101,12 @@ FOLDERS: dict[str, Folder] = {
             key="champ",
             extensions=CHAMP_EXT,
             description="the Champ release folder, as downloaded from Hugging Face (fudan-generative-ai/champ)",
+        ),
+        Folder(
+            key="cotracker",
+            extensions=COTRACKER_EXT,
+            description="CoTracker3 checkpoints (scaled_offline.pth, scaled_online.pth) and, in co-tracker/, "
+            "a clone of its code",
         ),
     )
 }
@@ -209,6 +219,56 @@ def _champ_entries() -> tuple[ModelFile, ...]:
     return tuple(out)
 
 
+# CoTracker3 (https://github.com/facebookresearch/co-tracker): the code comes from a local clone used
+# through torch.hub (``HUB_REPOS``), the weights are the two published checkpoints.
+_COTRACKER_LICENCE = "CC-BY-NC 4.0 (Meta CoTracker3; non-commercial, code under the same licence)"
+_COTRACKER_URL = "https://huggingface.co/facebook/cotracker3/resolve/main"
+
+
+def _cotracker_entries() -> tuple[ModelFile, ...]:
+    out = []
+    for mode, window in (("offline", 60), ("online", 16)):
+        out.append(ModelFile(
+            id=f"cotracker3_{mode}", title=f"CoTracker3 {mode} checkpoint", folder="cotracker",
+            names=(f"scaled_{mode}.pth",), kind="state_dict", licence=_COTRACKER_LICENCE,
+            url=f"{_COTRACKER_URL}/scaled_{mode}.pth", hf_repo="facebook/cotracker3", size_hint_mb=97,
+            torch_hub_checkpoint=True,
+            layout=f"state dict of CoTrackerThree{mode.capitalize()} (fnet, updateformer, corr_mlp, "
+            f"time_emb [1,{window},1110]; 25.4 M parameters), loaded into the hub predictor's .model",
+            notes="needs the co-tracker code too (HUB_REPOS['cotracker'])"))
+    return tuple(out)
+
+
+@dataclass(frozen=True)
+class HubRepo:
+    """Model code published as a torch.hub repository, used from a local copy, never fetched.
+
+    Found (``files.find_hub_repo``) at an explicit folder, the folder in ``env_var``,
+    ``models/<folder>/<dir_name>`` (a clone the user placed there), then torch.hub's own cache
+    (``<hub dir>/<owner>_<name>_<branch>``). A folder qualifies when it holds ``hubconf.py``.
+    """
+
+    id: str
+    title: str
+    folder: str
+    dir_name: str
+    hub_repo: str
+    url: str
+    licence: str
+    entry_points: tuple[str, ...]
+    env_var: str = ""
+    tested_commit: str = ""
+
+
+HUB_REPOS: dict[str, HubRepo] = {
+    "cotracker": HubRepo(
+        id="cotracker", title="CoTracker code (torch.hub repository)", folder="cotracker", dir_name="co-tracker",
+        hub_repo="facebookresearch/co-tracker", url="https://github.com/facebookresearch/co-tracker",
+        licence="CC-BY-NC 4.0 (Meta; non-commercial)", entry_points=("cotracker3_offline", "cotracker3_online"),
+        env_var="MARIONETTE_COTRACKER_HUB", tested_commit="82e02e8"),
+}
+
+
 MODELS: dict[str, ModelFile] = {
     m.id: m
     for m in (
@@ -250,6 +310,7 @@ MODELS: dict[str, ModelFile] = {
         ),
         *_smpl_entries(),
         *_champ_entries(),
+        *_cotracker_entries(),
     )
 }
 
@@ -273,4 +334,7 @@ def models_table_markdown() -> str:
         if m.foreign_dirs:
             where += " (also found in " + ", ".join(f"`custom_nodes/{d}/`" for d in m.foreign_dirs) + ")"
         rows.append(f"| `{m.names[0]}` | {m.title} | {where} | {m.licence} | {m.url} |")
+    for r in HUB_REPOS.values():
+        rows.append(f"| `{r.dir_name}/` (git clone) | {r.title} | `models/{r.folder}/{r.dir_name}/` | {r.licence} | "
+                    f"{r.url} |")
     return "\n".join(rows)

@@ -146,7 +146,64 @@ def search_dirs(entry: ModelFile) -> list[Path]:
                 dirs += [c / sub for c in _controlnet_aux_ckpts(cn)[1:]]
     if entry.hf_repo:
         dirs += _hf_cache_dirs(entry.hf_repo)
+    if entry.torch_hub_checkpoint:
+        dirs.append(torch_hub_dir() / "checkpoints")
     return _unique(dirs)
+
+
+def torch_hub_dir() -> Path:
+    """torch.hub's folder (``$TORCH_HOME/hub``, or what ``torch.hub.set_dir`` chose)."""
+    import torch
+
+    return Path(torch.hub.get_dir())
+
+
+def hub_repo_dirs(repo: catalog.HubRepo) -> list[Path]:
+    """Where a torch.hub repository's local copy is looked for, in order (explicit folders and
+    ``repo.env_var`` aside): ``models/<folder>/<dir_name>`` in every folder of ``repo.folder``,
+    then torch.hub's cache (``<owner>_<name>_<branch>``, ``main`` first)."""
+    dirs = [d / repo.dir_name for d in folder_dirs(repo.folder)]
+    hub = torch_hub_dir()
+    stem = repo.hub_repo.replace("/", "_")
+    dirs.append(hub / f"{stem}_main")
+    if hub.is_dir():
+        dirs += sorted(hub.glob(f"{stem}_*"))
+    return _unique(dirs)
+
+
+def find_hub_repo(repo: catalog.HubRepo | str, folder: str | os.PathLike | None = None) -> Path:
+    """The local copy of a torch.hub repository (the folder holding ``hubconf.py``).
+
+    ``folder`` (or, when not given, the environment variable ``repo.env_var``) names it
+    explicitly and must hold ``hubconf.py``; otherwise the folders of ``hub_repo_dirs`` are
+    searched. Raises ``ModelFileMissing`` saying where to clone it."""
+    if isinstance(repo, str):
+        repo = catalog.HUB_REPOS[repo]
+    explicit = folder or (os.environ.get(repo.env_var) if repo.env_var else None)
+    if explicit:
+        path = Path(explicit).expanduser()
+        if (path / "hubconf.py").is_file():
+            return path
+        source = "the folder given" if folder else f"{repo.env_var}"
+        raise hub_missing_error(repo, [path], why=f"{source} ({path}) holds no hubconf.py")
+    dirs = hub_repo_dirs(repo)
+    for d in dirs:
+        if (d / "hubconf.py").is_file():
+            return d
+    raise hub_missing_error(repo, dirs)
+
+
+def hub_missing_error(repo: catalog.HubRepo, dirs: list[Path], why: str = "") -> ModelFileMissing:
+    target = (folder_dirs(repo.folder) or [_default_models_dir() / repo.folder])[0] / repo.dir_name
+    looked = "\n".join(f"  - {d}" for d in dirs)
+    return ModelFileMissing(
+        f"Marionette needs the {repo.title} and could not find it"
+        + (f": {why}" if why else "") + ".\n"
+        f"Looked for hubconf.py in:\n{looked}\n"
+        f"Fix: git clone {repo.url} {target}"
+        + (f" (or set {repo.env_var} to a checkout)" if repo.env_var else "")
+        + f". Licence: {repo.licence}. Marionette never downloads code."
+    )
 
 
 def _unique(paths: Iterable[Path]) -> list[Path]:
