@@ -22,8 +22,8 @@ worst seed):
   true mask) over the first clip and over the last clip. Target <= 2. The ``clean`` rows measure
   the defect-free video (what the content alone changes).
 
-Memory (peak for 1000 vs 100 frames of the real chain sampler) is a hook left for the sampler
-work: ``measure_memory`` below prints a skipped line until it is filled in.
+Memory (``--memory``): peak memory of the real chain-mode sampler streaming to a file for 100 and
+1000 frames and their ratio, each in a fresh process (bench/long_video_memory.py).
 """
 from __future__ import annotations
 
@@ -101,14 +101,15 @@ def stitch(clips, overlap, st, blend, anchor=None, reference=None, masks=None):
 
 
 def measure_memory(args, settings) -> None:
-    """HOOK for the chain-mode sampler work: run ``pipeline.animate`` in chain mode on the
-    fixture release (as bench/sampler.py does) for 100 and for 1000 frames and emit
-    ``chain_peak_memory`` for each (CUDA: ``torch.cuda.max_memory_allocated`` after
-    ``reset_peak_memory_stats``; CPU: ``ru_maxrss`` growth) and their ratio (constant memory:
-    about 1). Not implemented here."""
-    for frames in (100, 1000):
-        _emit("chain_peak_memory", None, "MiB", **{**settings, "frames": frames},
-              skipped="not implemented yet: needs the chain-mode sampler (nodes/sampler/pipeline.py)")
+    """Peak memory of the real chain-mode sampler for 100 and 1000 frames and their ratio (constant
+    memory: about 1), with ``--memory`` (minutes on a CPU); see bench/long_video_memory.py for what
+    is measured. Without the flag: one skipped line."""
+    if not getattr(args, "memory", False):
+        _emit("chain_peak_memory", None, "MiB", **settings, skipped="run with --memory (bench/long_video_memory.py)")
+        return
+    import long_video_memory  # bench/long_video_memory.py
+
+    long_video_memory.measure(args.memory_frames, threads=args.threads)
 
 
 def main(argv=None) -> int:
@@ -120,6 +121,10 @@ def main(argv=None) -> int:
     parser.add_argument("--width", type=int, default=128)
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (0: torch's default)")
+    parser.add_argument("--memory", action="store_true",
+                        help="also measure chain-mode Animate's peak memory (bench/long_video_memory.py; minutes)")
+    parser.add_argument("--memory-frames", type=int, nargs="+", default=[100, 1000],
+                        help="video lengths for --memory")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -109,11 +109,19 @@ class GuidanceFeatures:
     map's strength and summed, at the latent size of the animation.
 
     features: ``[1, C, F, height/8, width/8]`` float tensor (C = 320 for the official release),
-              on the CPU or the compute device.
+              on the CPU or the compute device; ``None`` when the features are lazy (``source``).
     frames:   F, the number of video frames.
     width/height: the animation size in pixels the features were encoded for (multiples of 8).
     maps:     which guidance maps went in (``depth``, ``normal``, ``semantic_map``, ``dwpose``).
     strengths: map -> the weight its features were summed with (official: 1.0 each).
+    source:   for long videos, instead of ``features``: an on-demand encoder
+              (``nodes/sampler/lazy_guidance.py: LazyGuidance``) holding references to the maps
+              and the encoders' handles, with ``shape`` (the full tensor's) and ``take(frames)``
+              -> ``[1, C, n, height/8, width/8]`` float32 CPU features of those frame indices,
+              equal to the eager ones. ``None`` when ``features`` holds them all.
+
+    Read features through ``take(frames)`` (works for both); ``features`` is only set when the
+    whole tensor is small enough to keep (Encode Guidance's ``eager_limit_mb``).
     """
 
     features: object
@@ -122,9 +130,24 @@ class GuidanceFeatures:
     height: int
     maps: tuple[str, ...]
     strengths: dict = field(default_factory=dict)
+    source: object = None
 
     def __len__(self) -> int:
         return int(self.frames)
+
+    @property
+    def lazy(self) -> bool:
+        """True when the features are encoded on demand (``source``), not held."""
+        return self.features is None
+
+    def take(self, frames):
+        """Features ``[1, C, n, height/8, width/8]`` of the frame indices ``frames`` (a range or a
+        list), from ``features`` or encoded by ``source``."""
+        if self.features is not None:
+            return self.features[:, :, list(frames)]
+        if self.source is None:
+            raise ValueError("these guidance features hold neither features nor a source; run Encode Guidance again")
+        return self.source.take(frames)
 
 
 # ------------------------------------------------------------------ background and long videos

@@ -10,11 +10,14 @@ import torch
 
 from ...models_loader import cache, catalog, files
 from ..comfy_bridge import io, progress_callback, to_output_device
-from ..types import CHAMP_MODEL, GUIDANCE_FEATURES, ChampModelHandle, GuidanceFeatures
+from ..types import CHAMP_MODEL, GUIDANCE_FEATURES, STITCHING, ChampModelHandle, GuidanceFeatures
 from . import champ_files, pipeline
+from .clips import FrameCollector, LatentCollector
+from .lazy_guidance import LazyGuidance
 
 ChampModel = io.Custom(CHAMP_MODEL)
 Guidance = io.Custom(GUIDANCE_FEATURES)
+StitchingType = io.Custom(STITCHING)
 CATEGORY = "Marionette/sampler"
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 NO_RELEASE = "(no Champ release in models/champ)"
@@ -126,9 +129,14 @@ class MarionetteEncodeGuidance(io.ComfyNode):
                 io.Mask.Input("semantic_mask", optional=True,
                               tooltip="The person's mask for the semantic maps: pixels outside it are set to black "
                                       "before encoding (the official data has a black background)."),
+                io.Int.Input("eager_limit_mb", default=1024, min=0, max=1 << 20, optional=True,
+                             tooltip="Features up to this size (MB, float32) are encoded now and kept; longer "
+                                     "videos are encoded window by window while Animate runs (same values, "
+                                     "constant memory). 0: always on demand."),
             ],
             outputs=[Guidance.Output("guidance", display_name="guidance",
-                                     tooltip="The summed guidance features for Animate.")],
+                                     tooltip="The summed guidance features for Animate (held, or encoded window by "
+                                             "window as Animate needs them when larger than eager_limit_mb).")],
         )
 
     @classmethod
@@ -140,7 +148,7 @@ class MarionetteEncodeGuidance(io.ComfyNode):
     @classmethod
     def execute(cls, champ_model, width, height, depth=None, normal=None, semantic=None, skeleton=None,
                 depth_strength=1.0, normal_strength=1.0, semantic_strength=1.0, skeleton_strength=1.0,
-                semantic_mask=None):
+                semantic_mask=None, eager_limit_mb=1024):
         given = {"depth": depth, "normal": normal, "semantic": semantic, "skeleton": skeleton}
         strength = {"depth": depth_strength, "normal": normal_strength, "semantic": semantic_strength,
                     "skeleton": skeleton_strength}
@@ -159,11 +167,15 @@ class MarionetteEncodeGuidance(io.ComfyNode):
             raise ValueError("a semantic_mask was connected without a semantic video")
         strengths = {MAPS[k]: float(strength[k]) for k in given if given[k] is not None}
         frames = next(iter(counts.values()))
-        features = pipeline.encode_guidance(module_source(champ_model), maps, width, height, strengths=strengths,
-                                            semantic_mask=semantic_mask,
-                                            progress=progress_callback(len(maps) * -(-frames // 16)))
-        return io.NodeOutput(GuidanceFeatures(features=features, frames=frames, width=width, height=height,
-                                              maps=tuple(maps), strengths=strengths))
+        lazy = LazyGuidance(module_source(champ_model), maps, width, height, strengths, semantic_mask)
+        out = GuidanceFeatures(features=None, frames=frames, width=width, height=height, maps=tuple(maps),
+                               strengths=strengths, source=lazy)
+        if lazy.nbytes <= int(eager_limit_mb) * 2**20:
+            out.features = pipeline.encode_guidance(module_source(champ_model), maps, width, height,
+                                                    strengths=strengths, semantic_mask=semantic_mask,
+                                                    progress=progress_callback(len(maps) * -(-frames // 16)))
+            out.source = None
+        return io.NodeOutput(out)
 
 
 class MarionetteAnimate(io.ComfyNode):
@@ -176,7 +188,10 @@ class MarionetteAnimate(io.ComfyNode):
             description="Animates the reference image along the guidance with Champ's official sampling: DDIM "
                         "(v-prediction, zero-SNR, trailing), classifier-free guidance, reference attention, and "
                         "24-frame windows overlapping by 4 averaged at every step (the last window wraps to the "
-                        "start). Shows a preview every step; Cancel stops it.",
+                        "start). With a Clip Stitcher in chain mode, long videos are made clip by clip in constant "
+                        "memory (the sampler streams frames; this node gathers them into the IMAGE output). With a "
+                        "background plate, the background is kept from the plate. Shows a preview every step; "
+                        "Cancel stops it.",
             inputs=[
                 io.Image.Input("reference", tooltip="The person to animate: one image (the first of a batch is used)."),
                 ChampModel.Input("champ_model", tooltip="From Load Champ."),
@@ -197,6 +212,27 @@ class MarionetteAnimate(io.ComfyNode):
                 io.Boolean.Input("resize_to_reference", default=True,
                                  tooltip="Resize the frames back to the reference image's size, as the official "
                                          "inference does; off keeps width x height."),
+                StitchingType.Input("stitching", optional=True,
+                                    tooltip="From Clip Stitcher: aggregate (official windows averaged every step) "
+                                            "or chain (clip by clip, each clip continuing the previous one's last "
+                                            "frames; constant memory for long videos; seams and colour matched). "
+                                            "Unconnected: the official aggregation, 24-frame windows overlapping "
+                                            "by 4."),
+                io.Image.Input("background_plate", optional=True,
+                               tooltip="A background per frame (from Make Background Plate): kept behind the "
+                                       "person. Same frame count as the guidance (or one image); resized to the "
+                                       "generation size like the guidance maps. Needs person_mask."),
+                io.Mask.Input("person_mask", optional=True,
+                              tooltip="The person per frame (e.g. the body render's mask of the aligned driving "
+                                      "sequence): inside it the sampler is free, outside it the plate is kept. "
+                                      "Grown by one latent cell (8 px) and feathered."),
+                io.Mask.Input("plate_valid", optional=True,
+                              tooltip="Optional: 1 where the plate is known, 0 where it is a guess (e.g. never "
+                                      "seen in the reference); the plate is not enforced where it is 0."),
+                io.Float.Input("background_steps", default=0.6, min=0.0, max=1.0, step=0.05, optional=True,
+                               tooltip="Share of the steps (the first ones) after which the background is set "
+                                       "from the plate; only used with a plate. 1 keeps the plate exactly; lower "
+                                       "lets the model harmonise lighting and shadows."),
             ],
             outputs=[
                 io.Image.Output("frames", display_name="frames", tooltip="The animation, one IMAGE per frame."),
@@ -213,17 +249,51 @@ class MarionetteAnimate(io.ComfyNode):
         return True
 
     @classmethod
-    def execute(cls, reference, champ_model, guidance, width, height, steps, cfg, seed, resize_to_reference=True):
+    def execute(cls, reference, champ_model, guidance, width, height, steps, cfg, seed, resize_to_reference=True,
+                stitching=None, background_plate=None, person_mask=None, plate_valid=None, background_steps=0.6):
         width, height = width or guidance.width, height or guidance.height
         if (width, height) != (guidance.width, guidance.height):
             raise ValueError(f"Animate is set to {width}x{height} but the guidance was encoded at {guidance.width}x"
                              f"{guidance.height}; set width/height to 0 or encode the guidance at this size.")
         image = reference[0] if reference.ndim == 4 else reference
-        result = pipeline.animate(module_source(champ_model), image, guidance.features, width, height, steps=steps,
-                                  guidance_scale=cfg, seed=seed, resize_to_reference=resize_to_reference,
-                                  progress=progress_callback(steps))
-        latent = {"samples": result.latents[0].transpose(0, 1).contiguous()}
-        return io.NodeOutput(to_output_device(result.frames), latent)
+        background = _background(background_plate, person_mask, plate_valid, background_steps)
+        plan, clips = _stitching(stitching, image, guidance.frames)
+        frames, latents = FrameCollector(guidance.frames), LatentCollector(guidance.frames)
+        features = guidance.features if guidance.features is not None else guidance.source
+        pipeline.animate(module_source(champ_model), image, features, width, height, steps=steps,
+                         guidance_scale=cfg, seed=seed, resize_to_reference=resize_to_reference,
+                         progress=progress_callback(clips * steps), frame_sink=frames, latent_sink=latents,
+                         background=background, **plan)
+        return io.NodeOutput(to_output_device(frames.result()), {"samples": latents.result()})
+
+
+def _background(plate, person_mask, plate_valid, fraction):
+    """The sampler's ``BackgroundGuide`` for the connected plate, or None."""
+    if plate is None:
+        if person_mask is not None or plate_valid is not None:
+            raise ValueError("person_mask and plate_valid are only used with a background_plate: connect the plate "
+                             "(Make Background Plate) or disconnect them.")
+        return None
+    if person_mask is None:
+        raise ValueError("a background_plate needs the person_mask (e.g. the body render's mask of the aligned "
+                         "driving sequence); without it the plate would cover the person.")
+    return pipeline.BackgroundGuide(plate=plate, person_mask=person_mask, valid=plate_valid, fraction=fraction)
+
+
+def _stitching(stitching, image, frames: int) -> tuple[dict, int]:
+    """``animate``'s stitching arguments and the number of clips. The clip plan, seams and colour
+    come from the stitch stage's public module, handed to the sampler as plain callables/objects."""
+    if stitching is None:
+        return {}, 1
+    from ..stitch import stitching as stitch
+
+    plan = stitch.validate(stitching)
+    if plan.mode != "chain":
+        return {"stitching": plan}, 1
+    reference = stitch.ColorReference.from_image(image) if plan.color_match == "reference" else None
+    stream = stitch.ClipStream(plan.overlap, blend=plan.blend, reference=reference, strength=plan.color_strength)
+    clips = len(stitch.clip_ranges(frames, plan.clip_frames, plan.overlap))
+    return {"stitching": plan, "clip_ranges": stitch.clip_ranges, "clip_stream": stream}, clips
 
 
 NODES = [MarionetteLoadChamp, MarionetteEncodeGuidance, MarionetteAnimate]
