@@ -272,3 +272,53 @@ def motion_error(H_est: np.ndarray, H_true: np.ndarray, width: int, height: int,
     a = camera.apply_homography(np.asarray(H_est), np.broadcast_to(pts, (T,) + pts.shape))
     b = camera.apply_homography(np.asarray(H_true), np.broadcast_to(pts, (T,) + pts.shape))
     return np.linalg.norm(a - b, axis=-1).mean(1)
+
+
+
+def align_to_first(frames, mask=None, iters=30, levels=(4, 2, 1)) -> np.ndarray:
+    """Direct (photometric) alignment of every frame to frame 0 outside ``mask`` (True = not
+    background): ``[T, 3, 3]`` homographies H_t with frame_t(H_t x) ~ frame_0(x) in pixels, found
+    by LBFGS on the mean squared grey-level difference, coarse to fine, each frame starting from
+    the previous one's. For smooth images (e.g. decoded from 8x8 latent cells), where
+    ``measure_background_motion``'s block phase correlation locks onto the cell grid instead."""
+    import torch
+    import torch.nn.functional as F
+
+    g = torch.as_tensor(np.asarray(frames, np.float32))
+    if g.shape[-1] == 3:
+        g = g @ torch.tensor([0.299, 0.587, 0.114])
+    T, H, W = g.shape
+    m = torch.zeros(T, H, W, dtype=torch.bool) if mask is None else torch.as_tensor(np.asarray(mask)).bool()
+    if m.ndim == 2:
+        m = m.expand(T, H, W)
+    # normalised coords in [-1,1] (align_corners=True: pixel centres at integers)
+    S = torch.tensor([[2.0 / (W - 1), 0, -1], [0, 2.0 / (H - 1), -1], [0, 0, 1]], dtype=torch.float64)
+    out = [np.eye(3)]
+    p = torch.zeros(8, dtype=torch.float64)
+    for t in range(1, T):
+        for lv in levels:
+            h, w = H // lv, W // lv
+            i0 = F.avg_pool2d(g[0][None, None], lv) if lv > 1 else g[0][None, None]
+            it = F.avg_pool2d(g[t][None, None], lv) if lv > 1 else g[t][None, None]
+            ok = ~(F.max_pool2d(m[0][None, None].float(), lv) > 0 if lv > 1 else m[0][None, None])
+            ys, xs = torch.meshgrid(torch.linspace(-1, 1, h), torch.linspace(-1, 1, w), indexing="ij")
+            pts = torch.stack([xs, ys, torch.ones_like(xs)], -1).double()
+            mt = F.max_pool2d(m[t][None, None].float(), lv) if lv > 1 else m[t][None, None].float()
+            p = p.detach().requires_grad_(True)
+            opt = torch.optim.LBFGS([p], max_iter=iters, line_search_fn="strong_wolfe")
+            def closure():
+                opt.zero_grad()
+                Hn = torch.cat([p, torch.zeros(1, dtype=p.dtype)]).view(3, 3) + torch.eye(3, dtype=p.dtype)
+                q = pts @ Hn.T
+                q = (q[..., :2] / q[..., 2:]).float()[None]
+                warped = F.grid_sample(it, q, align_corners=True, padding_mode="border")
+                wm = F.grid_sample(mt, q, align_corners=True) < 0.5
+                inside = (q.abs() <= 1).all(-1)[:, None]
+                sel = ok & wm & inside
+                loss = ((warped - i0) ** 2)[sel].mean()
+                loss.backward()
+                return loss
+            opt.step(closure)
+        Hn = (torch.cat([p.detach(), torch.zeros(1, dtype=p.dtype)]).view(3, 3) + torch.eye(3, dtype=p.dtype))
+        out.append((torch.linalg.inv(S) @ Hn @ S).numpy())
+    return np.stack(out)

@@ -137,6 +137,60 @@ WORKFLOWS = {
             *_save_video(("animate", 0), "animation", ("parts", 2)),
         ],
     },
+    "animate_moving_background": {
+        "description": "Reference image + driving video -> the guidance pipeline -> CoTracker points on the driving "
+                       "video's background (outside the driving person's body mask) -> the camera's motion -> the "
+                       "reference's background (inpainted behind the person) moved the same way -> Animate keeps the "
+                       "generated background on that plate, so the background follows the driving camera. Needs "
+                       "CoTracker (code in models/cotracker/co-tracker, scaled_offline.pth in models/cotracker), "
+                       "the Champ release and the DWPose files.",
+        "nodes": [
+            *_body_guidance(),
+            ("render_driving", "MarionetteRenderBodyGuidance", {"body_sequence": ("fit", 0), "width": 0, "height": 0,
+                                                                "skeleton_hands": False, "skeleton_face": False},
+             "Driving person mask"),
+            ("track", "MarionetteTrackBackground", {"images": ("parts", 0), "person_mask": ("render_driving", 3),
+                                                    "model": "offline", "points": 256, "mask_dilation": 16,
+                                                    "chunk_frames": 60, "tracking_long_side": 512}),
+            ("camera", "MarionetteEstimateCameraMotion", {"point_tracks": ("track", 0)}),
+            ("plate", "MarionetteMakeBackgroundPlate", {"reference_image": ("ref", 0), "reference_mask": ("ref_mask", 0),
+                                                        "camera_motion": ("camera", 0), "width": 256, "height": 384}),
+            ("champ", "MarionetteLoadChamp", {"release": ".", "dtype": "auto"}),
+            ("encode", "MarionetteEncodeGuidance", {
+                "champ_model": ("champ", 0), "width": 256, "height": 384,
+                "depth": ("render", 0), "normal": ("render", 1), "semantic": ("render", 2),
+                "skeleton": ("render", 4), "semantic_mask": ("render", 3)}),
+            ("animate", "MarionetteAnimate", {"reference": ("ref", 0), "champ_model": ("champ", 0),
+                                              "guidance": ("encode", 0), "width": 0, "height": 0, "steps": 20,
+                                              "cfg": 3.5, "seed": 42, "resize_to_reference": False,
+                                              "background_plate": ("plate", 0), "person_mask": ("render", 3),
+                                              "plate_valid": ("plate", 1), "background_steps": 0.6}),
+            *_save_video(("animate", 0), "animation", ("parts", 2)),
+            ("draw_tracks", "MarionetteDrawTracks", {"point_tracks": ("track", 0), "images": ("parts", 0)}),
+            *_save_video(("draw_tracks", 0), "tracks", ("parts", 2)),
+        ],
+    },
+    "animate_long": {
+        "description": "A long driving video, generated clip by clip with first-frame chaining (each clip starts "
+                       "from the previous clip's last frames, the reference features kept in every clip, seams "
+                       "blended, colours matched to the reference): memory stays that of one clip however long the "
+                       "video. Otherwise the same graph as animate_champ.",
+        "nodes": [
+            *_body_guidance(),
+            ("champ", "MarionetteLoadChamp", {"release": ".", "dtype": "auto"}),
+            ("encode", "MarionetteEncodeGuidance", {
+                "champ_model": ("champ", 0), "width": 256, "height": 384,
+                "depth": ("render", 0), "normal": ("render", 1), "semantic": ("render", 2),
+                "skeleton": ("render", 4), "semantic_mask": ("render", 3)}),
+            ("stitch", "MarionetteClipStitcher", {"mode": "chain", "clip_frames": 24, "overlap": 4, "blend": "linear",
+                                                  "color_match": "reference", "color_strength": 1.0}),
+            ("animate", "MarionetteAnimate", {"reference": ("ref", 0), "champ_model": ("champ", 0),
+                                              "guidance": ("encode", 0), "width": 0, "height": 0, "steps": 20,
+                                              "cfg": 3.5, "seed": 42, "resize_to_reference": False,
+                                              "stitching": ("stitch", 0)}),
+            *_save_video(("animate", 0), "animation", ("parts", 2)),
+        ],
+    },
     "fit_keypoints": {
         "description": "A keypoints JSON file from the input folder -> fit the body (Anny by default) -> save the "
                        "fitted bodies as .npz in the output folder. Connect person masks (one per frame) to Fit Body "
