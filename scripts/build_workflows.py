@@ -68,6 +68,17 @@ def _body_guidance():
     ]
 
 
+def _champ_from_render():
+    """Load Champ + Encode Guidance of the rendered maps (the "render" node of ``_body_guidance``)."""
+    return [
+        ("champ", "MarionetteLoadChamp", {"release": ".", "dtype": "auto"}),
+        ("encode", "MarionetteEncodeGuidance", {
+            "champ_model": ("champ", 0), "width": 256, "height": 384,
+            "depth": ("render", 0), "normal": ("render", 1), "semantic": ("render", 2),
+            "skeleton": ("render", 4), "semantic_mask": ("render", 3)}),
+    ]
+
+
 WORKFLOWS = {
     "pose_from_video": {
         "description": "Driving video -> DWPose keypoints (saved as JSON) and a skeleton video. Put yolox_l.onnx and "
@@ -126,11 +137,7 @@ WORKFLOWS = {
                        "width/height set the generation size (multiples of 8; official 512x512).",
         "nodes": [
             *_body_guidance(),
-            ("champ", "MarionetteLoadChamp", {"release": ".", "dtype": "auto"}),
-            ("encode", "MarionetteEncodeGuidance", {
-                "champ_model": ("champ", 0), "width": 256, "height": 384,
-                "depth": ("render", 0), "normal": ("render", 1), "semantic": ("render", 2),
-                "skeleton": ("render", 4), "semantic_mask": ("render", 3)}),
+            *_champ_from_render(),
             ("animate", "MarionetteAnimate", {"reference": ("ref", 0), "champ_model": ("champ", 0),
                                               "guidance": ("encode", 0), "width": 0, "height": 0, "steps": 20,
                                               "cfg": 3.5, "seed": 42, "resize_to_reference": False}),
@@ -155,11 +162,7 @@ WORKFLOWS = {
             ("camera", "MarionetteEstimateCameraMotion", {"point_tracks": ("track", 0)}),
             ("plate", "MarionetteMakeBackgroundPlate", {"reference_image": ("ref", 0), "reference_mask": ("ref_mask", 0),
                                                         "camera_motion": ("camera", 0), "width": 256, "height": 384}),
-            ("champ", "MarionetteLoadChamp", {"release": ".", "dtype": "auto"}),
-            ("encode", "MarionetteEncodeGuidance", {
-                "champ_model": ("champ", 0), "width": 256, "height": 384,
-                "depth": ("render", 0), "normal": ("render", 1), "semantic": ("render", 2),
-                "skeleton": ("render", 4), "semantic_mask": ("render", 3)}),
+            *_champ_from_render(),
             ("animate", "MarionetteAnimate", {"reference": ("ref", 0), "champ_model": ("champ", 0),
                                               "guidance": ("encode", 0), "width": 0, "height": 0, "steps": 20,
                                               "cfg": 3.5, "seed": 42, "resize_to_reference": False,
@@ -177,11 +180,7 @@ WORKFLOWS = {
                        "video. Otherwise the same graph as animate_champ.",
         "nodes": [
             *_body_guidance(),
-            ("champ", "MarionetteLoadChamp", {"release": ".", "dtype": "auto"}),
-            ("encode", "MarionetteEncodeGuidance", {
-                "champ_model": ("champ", 0), "width": 256, "height": 384,
-                "depth": ("render", 0), "normal": ("render", 1), "semantic": ("render", 2),
-                "skeleton": ("render", 4), "semantic_mask": ("render", 3)}),
+            *_champ_from_render(),
             ("stitch", "MarionetteClipStitcher", {"mode": "chain", "clip_frames": 24, "overlap": 4, "blend": "linear",
                                                   "color_match": "reference", "color_strength": 1.0}),
             ("animate", "MarionetteAnimate", {"reference": ("ref", 0), "champ_model": ("champ", 0),

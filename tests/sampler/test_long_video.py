@@ -18,14 +18,6 @@ SIZE = 128  # the tiny UNet's bottom level is then 2x2
 CHAIN = Stitching(mode="chain", clip_frames=4, overlap=1)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def modules(fixture_models):
     release = ChampRelease.from_folder(fixture_models / "champ")

@@ -21,14 +21,6 @@ GOLDEN_SCRIPT = GOLDEN / "make_champ_goldens.py"
 TOL = 1e-3
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def release(fixture_models):
     return ChampRelease.from_folder(fixture_models / "champ")

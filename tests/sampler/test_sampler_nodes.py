@@ -11,14 +11,6 @@ from marionette.nodes.types import ChampModelHandle, GuidanceFeatures
 SIZE, FRAMES = 128, 3  # 128: the tiny UNet's bottom level is 2x2
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture()
 def champ(models_dir):
     assert sampler_node.release_options() == ["."]
