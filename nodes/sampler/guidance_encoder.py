@@ -15,7 +15,8 @@ every key checked. ``conv_out`` starts at zero, as in the official code.
 Written for Marionette from the spec and a reading of fudan-generative-vision/champ
 ``models/guidance_encoder.py`` (commit 02e5533, MIT); no code was copied. The spatial transformers
 are diffusers' ``Transformer2DModel`` (the official ``Transformer3DModel`` without temporal
-attention is the same layer applied per frame).
+attention is the same layer applied per frame) with the denoising UNet's leaner forward
+(``unet3d.SpatialTransformer``).
 """
 from __future__ import annotations
 
@@ -24,8 +25,9 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from diffusers.models.transformers.transformer_2d import Transformer2DModel
 from torch import nn
+
+from .unet3d import SpatialTransformer
 
 
 @dataclass(frozen=True)
@@ -80,10 +82,11 @@ class GuidanceEncoderConfig:
                    attention_num_heads=attention_num_heads)
 
 
-def _spatial_transformer(channels: int, heads: int, groups: int) -> Transformer2DModel:
+def _spatial_transformer(channels: int, heads: int, groups: int) -> SpatialTransformer:
     """One self-attention transformer block without cross-attention (GroupNorm(groups) → 1×1
-    proj_in → LayerNorm/self-attention → LayerNorm/GEGLU feed-forward → 1×1 proj_out, residual)."""
-    return Transformer2DModel(num_attention_heads=heads, attention_head_dim=channels // heads, in_channels=channels,
+    proj_in → LayerNorm/self-attention → LayerNorm/GEGLU feed-forward → 1×1 proj_out, residual):
+    diffusers' ``Transformer2DModel`` with the UNet's leaner forward."""
+    return SpatialTransformer(num_attention_heads=heads, attention_head_dim=channels // heads, in_channels=channels,
                               num_layers=1, norm_num_groups=groups)
 
 
@@ -127,13 +130,23 @@ class GuidanceEncoder(nn.Module):
 
     def forward(self, condition: torch.Tensor) -> torch.Tensor:
         """``condition`` ``[B, 3, F, H, W]`` in [0, 1] → features ``[B, C, F, H/8, W/8]``
-        (C = ``guidance_embedding_channels``)."""
+        (C = ``guidance_embedding_channels``). Frames are encoded ``frames_per_pass`` at a time
+        (exact: every layer works frame by frame), so the full-resolution activations of a long
+        video are never all held at once."""
         self.check_inputs(condition)
         b, c, f, h, w = condition.shape
         x = condition.transpose(1, 2).reshape(b * f, c, h, w)  # frames folded into the batch
-        x = F.silu(self.conv_in(x))
+        step = max(1, self.frames_per_pass)
+        out = [self._encode_frames(x[i:i + step]) for i in range(0, b * f, step)]
+        out = out[0] if len(out) == 1 else torch.cat(out)
+        return out.view(b, f, *out.shape[1:]).transpose(1, 2)
+
+    frames_per_pass: int = 2
+    """Frames per pass through the encoder (a memory bound; any value gives the same features)."""
+
+    def _encode_frames(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.silu(self.conv_in(x), inplace=True)
         for block in self.blocks:
-            x = F.silu(block(x))
-        x = self.attentions[-1](x, return_dict=False)[0]  # the official forward uses only the last one
-        x = self.conv_out(x)
-        return x.reshape(b, f, *x.shape[1:]).transpose(1, 2)
+            x = F.silu(block(x), inplace=True)
+        x = self.attentions[-1](x)  # the official forward uses only the last one
+        return self.conv_out(x)

@@ -13,9 +13,11 @@ layout): ``<block>.motion_modules.<i>.temporal_transformer.`` followed by ``norm
 
 Written for Marionette from the spec and a reading of fudan-generative-vision/champ
 ``models/motion_module.py`` (commit 02e5533, MIT; itself adapted from guoyww/AnimateDiff); no code
-was copied. Attention and feed-forward layers are diffusers' own. Tensors inside the UNet keep
-frames folded into the batch, ``(B*F, C, H, W)`` with frames fastest-varying inside each sample,
-so every module here takes ``num_frames``.
+was copied. Attention and feed-forward layers are diffusers' own modules (their parameters and
+names); their forward passes here are the leaner ``attend``/``sdpa_heads``/``feed_forward``
+below (the same arithmetic with fewer temporaries; the denoising UNet's spatial blocks use them
+too). Tensors inside the UNet keep frames folded into the batch, ``(B*F, C, H, W)`` with frames
+fastest-varying inside each sample, so every module here takes ``num_frames``.
 """
 from __future__ import annotations
 
@@ -24,6 +26,8 @@ import math
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
+from diffusers.models.activations import GEGLU
 from diffusers.models.attention import FeedForward
 from diffusers.models.attention_processor import Attention
 from torch import nn
@@ -69,6 +73,73 @@ class MotionModuleConfig:
                              f"and by 2 (sin/cos pairs of the position encoding)")
 
 
+def attend(attn: Attention, hidden_states: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
+    """Multi-head attention of ``hidden_states`` ``[B, L, C]`` over ``context`` ``[B, S, C']``
+    (itself when ``None``) with ``attn``'s projections: what diffusers' ``AttnProcessor2_0``
+    computes for a plain ``Attention`` (no norms, mask, residual or output rescaling, dropout 0
+    as in every attention of Champ), without its per-call signature inspection and its final
+    division by ``rescale_output_factor`` = 1."""
+    context = hidden_states if context is None else context
+    q, k, v = attn.to_q(hidden_states), attn.to_k(context), attn.to_v(context)
+    return attn.to_out[0](sdpa_heads(q, k, v, attn.heads))
+
+
+def sdpa_heads(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int) -> torch.Tensor:
+    """``F.scaled_dot_product_attention`` of projected ``q`` ``[B, L, C]`` and ``k``, ``v``
+    ``[B, S, C]`` split into ``heads`` heads; returns ``[B, L, C]`` (heads merged)."""
+    batch, length, channels = q.shape
+    split = lambda t: t.view(batch, -1, heads, channels // heads).transpose(1, 2)  # noqa: E731
+    out = F.scaled_dot_product_attention(split(q), split(k), split(v))
+    return out.transpose(1, 2).reshape(batch, length, channels)
+
+
+def check_plain_attention(attn: Attention) -> None:
+    """Raise ``ValueError`` when ``attn`` has a feature ``attend`` leaves out."""
+    extra = [name for name in ("spatial_norm", "group_norm", "norm_q", "norm_k", "norm_cross")
+             if getattr(attn, name, None) not in (None, False)]
+    if extra or attn.residual_connection or attn.rescale_output_factor != 1.0 or attn.to_out[1].p != 0:
+        raise ValueError(f"attend() handles plain attention only; this layer has {extra or 'residual/rescaling'}")
+
+
+def check_feed_forward(ff: FeedForward) -> None:
+    """Raise ``ValueError`` when ``ff`` is not the GEGLU feed-forward ``feed_forward`` computes."""
+    net = ff.net
+    if len(net) != 3 or not isinstance(net[0], GEGLU) or not isinstance(net[2], nn.Linear) or net[1].p != 0:
+        raise ValueError("feed_forward() handles diffusers' GEGLU FeedForward without dropout only")
+
+
+FEED_FORWARD_CHUNK_BYTES = 64 << 20
+"""Most bytes of GEGLU intermediates (value and gate) ``feed_forward`` holds at once; rows beyond
+that go through chunk by chunk. (At Champ's size, 48 frames of 64x64 latents, the unchunked
+intermediates of a top-level feed-forward take 1 GiB in fp16.)"""
+
+
+def feed_forward(ff: FeedForward, hidden_states: torch.Tensor) -> torch.Tensor:
+    """diffusers' GEGLU ``FeedForward`` (``net.0.proj`` → value * GELU(gate) → ``net.2``) with
+    fewer temporaries: the value and gate halves of ``net.0.proj`` are two matrix products
+    (slices of its weight, no copy), GELU and the product are done in place, and the tokens go
+    through in chunks of rows whose intermediates fit ``FEED_FORWARD_CHUNK_BYTES`` (each row is
+    independent: the same result, without an intermediate four times the input's size)."""
+    proj, out_layer = ff.net[0].proj, ff.net[2]
+    half = proj.out_features // 2
+    w_value, w_gate = proj.weight[:half], proj.weight[half:]
+    b_value, b_gate = (None, None) if proj.bias is None else (proj.bias[:half], proj.bias[half:])
+
+    def rows(x):
+        value = F.linear(x, w_value, b_value)
+        return out_layer(value.mul_(torch.ops.aten.gelu_(F.linear(x, w_gate, b_gate))))
+
+    x = hidden_states.reshape(-1, hidden_states.shape[-1])
+    step = max(1, FEED_FORWARD_CHUNK_BYTES // (2 * half * x.element_size()))
+    if x.shape[0] <= step:
+        out = rows(x)
+    else:
+        out = x.new_empty(x.shape[0], out_layer.out_features)
+        for start in range(0, x.shape[0], step):
+            out[start:start + step] = rows(x[start:start + step])
+    return out.view(*hidden_states.shape[:-1], out.shape[-1])
+
+
 class TemporalPositionEncoding(nn.Module):
     """Sinusoidal frame positions, ``pe[0, f, 2i] = sin(f / 10000^(2i/C))`` and the cosine at
     ``2i+1``, added to the tokens of a window (Vaswani et al. 2017). ``pe`` is a saved buffer
@@ -87,43 +158,53 @@ class TemporalPositionEncoding(nn.Module):
     def max_len(self) -> int:
         return self.pe.shape[1]
 
-    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        """``tokens`` ``[N, F, C]`` (F frames) → the same plus the first F position rows."""
-        frames = tokens.shape[1]
+    def rows(self, frames: int, dtype: torch.dtype) -> torch.Tensor:
+        """The first ``frames`` rows ``[frames, C]`` in ``dtype``."""
         if frames > self.max_len:
             raise ValueError(
                 f"Champ's motion modules encode at most {self.max_len} frame positions, but a window of "
                 f"{frames} frames reached them. Use windows of at most {self.max_len} frames (the official "
                 f"setting is 24 frames with an overlap of 4).")
-        return tokens + self.pe[:, :frames].to(tokens.dtype)
+        return self.pe[0, :frames].to(dtype)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        """``tokens`` ``[N, F, C]`` (F frames) → the same plus the first F position rows."""
+        return tokens + self.rows(tokens.shape[1], tokens.dtype)
 
 
 class TemporalSelfAttention(Attention):
     """Self-attention across the frames of each spatial location (AnimateDiff's
     ``VersatileAttention`` in its temporal mode): tokens ``[B*F, HW, C]`` are regrouped to
-    ``[B*HW, F, C]``, the frame positions are added, and diffusers' attention runs on them.
-    q/k/v have no bias; ``to_out.0`` has one."""
+    ``[B*HW, F, C]`` with the frame positions added (one pass), attended with
+    ``F.scaled_dot_product_attention`` (diffusers' ``Attention`` holds the projections), and put
+    back as ``[B*F, HW, C]`` with the heads merged (one copy). q/k/v have no bias; ``to_out.0``
+    has one."""
 
     def __init__(self, channels: int, heads: int, head_dim: int, position_encoding_max_len: int | None):
         super().__init__(query_dim=channels, heads=heads, dim_head=head_dim, bias=False)
+        check_plain_attention(self)
         self.pos_encoder = (TemporalPositionEncoding(channels, position_encoding_max_len)
                             if position_encoding_max_len else None)
 
     def forward(self, hidden_states: torch.Tensor, num_frames: int) -> torch.Tensor:  # noqa: D102
         rows, tokens, channels = hidden_states.shape
         batch = rows // num_frames
-        x = hidden_states.reshape(batch, num_frames, tokens, channels).transpose(1, 2)
+        x = hidden_states.view(batch, num_frames, tokens, channels).transpose(1, 2)
+        if self.pos_encoder is not None:  # regrouped and encoded in one pass
+            x = torch.add(x, self.pos_encoder.rows(num_frames, x.dtype),
+                          out=x.new_empty(batch, tokens, num_frames, channels))
         x = x.reshape(batch * tokens, num_frames, channels)
-        if self.pos_encoder is not None:
-            x = self.pos_encoder(x)
-        x = super().forward(x)
-        x = x.reshape(batch, tokens, num_frames, channels).transpose(1, 2)
-        return x.reshape(rows, tokens, channels)
+        q, k, v = self.to_q(x), self.to_k(x), self.to_v(x)
+        out = F.scaled_dot_product_attention(*(t.view(batch * tokens, num_frames, self.heads, -1).transpose(1, 2)
+                                               for t in (q, k, v)))
+        # [B*HW, heads, F, d] -> frames back into rows, heads merged: [B*F, HW, C] (one copy)
+        out = out.view(batch, tokens, self.heads, num_frames, -1).permute(0, 3, 1, 2, 4)
+        return self.to_out[0](out.reshape(rows, tokens, channels))
 
 
 class TemporalTransformerBlock(nn.Module):
     """Pre-norm residual temporal attentions (``attention_blocks`` with ``norms``), then a
-    GEGLU feed-forward (``ff`` with ``ff_norm``)."""
+    GEGLU feed-forward (``ff`` with ``ff_norm``); residuals are added in place."""
 
     def __init__(self, channels: int, heads: int, head_dim: int, num_attention_layers: int,
                  position_encoding_max_len: int | None):
@@ -133,12 +214,13 @@ class TemporalTransformerBlock(nn.Module):
              for _ in range(num_attention_layers)])
         self.norms = nn.ModuleList([nn.LayerNorm(channels) for _ in range(num_attention_layers)])
         self.ff = FeedForward(channels, activation_fn="geglu")
+        check_feed_forward(self.ff)
         self.ff_norm = nn.LayerNorm(channels)
 
     def forward(self, hidden_states: torch.Tensor, num_frames: int) -> torch.Tensor:
         for attention, norm in zip(self.attention_blocks, self.norms):
-            hidden_states = attention(norm(hidden_states), num_frames) + hidden_states
-        return self.ff(self.ff_norm(hidden_states)) + hidden_states
+            hidden_states = attention(norm(hidden_states), num_frames).add_(hidden_states)
+        return feed_forward(self.ff, self.ff_norm(hidden_states)).add_(hidden_states)
 
 
 class TemporalTransformer3DModel(nn.Module):
@@ -166,7 +248,7 @@ class TemporalTransformer3DModel(nn.Module):
         for block in self.transformer_blocks:
             x = block(x, num_frames)
         x = self.proj_out(x)
-        return x.reshape(rows, height, width, -1).permute(0, 3, 1, 2) + residual
+        return residual + x.view(rows, height, width, -1).permute(0, 3, 1, 2)
 
 
 class MotionModule(nn.Module):

@@ -504,7 +504,7 @@ def _aggregate(run: _Run, guidance_features, latents: torch.Tensor, windows: lis
         count = torch.zeros((1, 1, frames, 1, 1), dtype=latents.dtype, device=run.device)
         for win in windows:
             x = latents[:, :, win].to(run.device, run.dtype).repeat(run.batch, 1, 1, 1, 1)
-            g = take_features(guidance_features, win).to(run.device, run.dtype).repeat(run.batch, 1, 1, 1, 1)
+            g = take_features(guidance_features, win).to(run.device, run.dtype)  # broadcast over the CFG halves
             pred = unet(x, t, run.context, g).to(latents.dtype)
             # index_add_ sums repeated indices (a wrapped window never repeats a frame,
             # but a short video in a long window could)
@@ -553,7 +553,7 @@ def _chain(run: _Run, guidance_features, ranges: list[range], seed: int, noise_a
         noise = (initial_latents((1, 4, len(r), run.height // VAE_SCALE, run.width // VAE_SCALE), clip_seed(seed, c),
                                  run.noise_dtype, noise_at, noise_device) * scheduler.init_noise_sigma).to(run.device)
         k = 0 if tail is None else tail.shape[2]
-        g = take_features(guidance_features, r).to(run.device, run.dtype).repeat(run.batch, 1, 1, 1, 1)
+        g = take_features(guidance_features, r).to(run.device, run.dtype)  # broadcast over the CFG halves
         if run.blend_steps:
             plate, keep = run.plate(r)
         latents = noise.clone()

@@ -34,6 +34,7 @@ from diffusers.models.attention import BasicTransformerBlock
 from diffusers.models.attention_processor import Attention, AttnProcessor2_0
 from torch import nn
 
+from .motion_module import attend, sdpa_heads
 from .unet3d import UNet3DConfig
 
 # The official code stores the bank in fp16 whatever the models' dtype (``update(..., dtype=
@@ -81,9 +82,8 @@ class ReferenceWriteProcessor(AttnProcessor2_0):
 
     def __call__(self, attn: Attention, hidden_states, encoder_hidden_states=None, attention_mask=None, temb=None,
                  *args, **kwargs):
-        if self.recording:
-            kept = hidden_states.detach().clone()
-            self.bank = kept.to(self.bank_dtype) if self.bank_dtype is not None else kept
+        if self.recording:  # a copy (one, in the bank's dtype): the input may be changed in place later
+            self.bank = hidden_states.detach().to(self.bank_dtype or hidden_states.dtype, copy=True)
         return super().__call__(attn, hidden_states, encoder_hidden_states, attention_mask, temb, *args, **kwargs)
 
 
@@ -94,35 +94,58 @@ class ReferenceReadProcessor(AttnProcessor2_0):
     The bank ``[B_ref, L, C]`` is shared by the frames of each sample: the conditional rows
     ``[B_ref*F, HW, C]`` take bank row ``r // F``. With ``uncond_first_half`` the first half of
     the rows is the unconditional batch of classifier-free guidance and gets plain
-    self-attention. Without a bank, or when ``enabled`` is False, plain self-attention."""
+    self-attention. Without a bank, or when ``enabled`` is False, plain self-attention.
+
+    The keys and values of the bank's tokens are the same for every frame, window and step, so
+    they are projected once per bank (and dtype) and kept (``kv_cache``) until the bank changes or
+    ``clear_cache()``; the official code projects the bank again, repeated for every frame, in
+    every call. q/k/v of both halves of a CFG batch are projected together."""
 
     def __init__(self, writer: ReferenceWriteProcessor):
         super().__init__()
         self.writer = writer
         self.enabled = False
         self.uncond_first_half = False
+        self.kv_cache: tuple | None = None
+
+    def clear_cache(self) -> None:
+        self.kv_cache = None
+
+    def _bank_kv(self, attn: Attention, bank: torch.Tensor, dtype: torch.dtype):
+        cached = self.kv_cache
+        if cached is None or cached[0] is not bank or cached[1] is not attn or cached[2].dtype != dtype:
+            ref = bank.to(dtype)
+            cached = self.kv_cache = (bank, attn, attn.to_k(ref), attn.to_v(ref))
+        return cached[2], cached[3]
 
     def __call__(self, attn: Attention, hidden_states, encoder_hidden_states=None, attention_mask=None, temb=None,
                  *args, **kwargs):
-        plain = super().__call__
         bank = self.writer.bank
+        if attention_mask is not None or encoder_hidden_states is not None:
+            raise ValueError("reference attention reads self-attention layers without a mask")
         if not self.enabled or bank is None:
-            return plain(attn, hidden_states, None, attention_mask, temb)
-        if self.uncond_first_half:
-            if hidden_states.shape[0] % 2:
-                raise ValueError(f"a classifier-free-guidance batch has an even number of rows; got "
-                                 f"{hidden_states.shape[0]}")
-            uncond, cond = hidden_states.chunk(2)
-        else:
-            uncond, cond = None, hidden_states
-        if cond.shape[0] % bank.shape[0] or bank.shape[-1] != cond.shape[-1]:
-            raise ValueError(f"the reference bank {list(bank.shape)} does not fit {cond.shape[0]} conditional rows "
-                             f"of width {cond.shape[-1]}: write the reference with the batch size of the video")
-        ref = bank.to(cond.dtype).repeat_interleave(cond.shape[0] // bank.shape[0], dim=0)
-        out = plain(attn, cond, torch.cat([cond, ref], dim=1), attention_mask, temb)
-        if uncond is None:
-            return out
-        return torch.cat([plain(attn, uncond, None, attention_mask, temb), out])
+            return attend(attn, hidden_states)
+        rows, tokens, channels = hidden_states.shape
+        if self.uncond_first_half and rows % 2:
+            raise ValueError(f"a classifier-free-guidance batch has an even number of rows; got {rows}")
+        split = rows // 2 if self.uncond_first_half else 0
+        cond_rows, refs = rows - split, bank.shape[0]
+        if cond_rows % refs or bank.shape[-1] != channels:
+            raise ValueError(f"the reference bank {list(bank.shape)} does not fit {cond_rows} conditional rows "
+                             f"of width {channels}: write the reference with the batch size of the video")
+        q, k, v = attn.to_q(hidden_states), attn.to_k(hidden_states), attn.to_v(hidden_states)
+        k_ref, v_ref = self._bank_kv(attn, bank, hidden_states.dtype)
+        per = cond_rows // refs
+
+        def with_bank(own, ref):  # [cond rows, HW + L, C]: each row's tokens, then its sample's bank
+            own = own[split:].view(refs, per, tokens, channels)
+            ref = ref[:, None].expand(refs, per, *ref.shape[1:])
+            return torch.cat([own, ref], dim=2).view(cond_rows, -1, channels)
+
+        out = sdpa_heads(q[split:], with_bank(k, k_ref), with_bank(v, v_ref), attn.heads)
+        if split:
+            out = torch.cat([sdpa_heads(q[:split], k[:split], v[:split], attn.heads), out])
+        return attn.to_out[0](out)
 
 
 class ReferenceAttention:
@@ -219,11 +242,14 @@ class ReferenceAttention:
         finally:
             for p in self._read:
                 p.enabled = False
+                p.clear_cache()
 
     def clear(self) -> None:
         """Drop the banks (the official pipeline clears them after each video)."""
         for p in self._write:
             p.bank = None
+        for p in self._read:
+            p.clear_cache()
 
     @property
     def banks(self) -> dict[str, torch.Tensor | None]:

@@ -6,7 +6,11 @@ Everything but the motion modules works on each frame on its own (convolutions, 
 GroupNorm — Champ's ``use_inflated_groupnorm`` — and spatial attention), so inside the model
 frames are folded into the batch, ``[B*F, C, H, W]``, and diffusers' 2D building blocks
 (``ResnetBlock2D``, ``Transformer2DModel``, ``Downsample2D``, ``Upsample2D``, ``Timesteps``,
-``TimestepEmbedding``) are exactly the official layers; only the motion modules see frames.
+``TimestepEmbedding``) are exactly the official layers; only the motion modules see frames. The
+resnets and spatial transformers are subclasses (``ResnetBlock``, ``SpatialTransformer``) with
+the same parameters and a leaner inference forward: the same arithmetic with fewer temporaries
+(in-place activations and residuals, chunked feed-forward), checked against the official code by
+the parity tests.
 
 Parameter names equal the official checkpoint's: ``denoising_unet.pth`` holds every key without
 ``motion_modules`` (the keys of SD1.5's diffusers UNet), ``motion_module.pth`` the 21 motion
@@ -22,6 +26,8 @@ import contextlib
 from dataclasses import dataclass, field, fields
 
 import torch
+import torch.nn.functional as F
+from diffusers.models.attention_processor import Attention, AttnProcessor2_0
 from diffusers.models.downsampling import Downsample2D
 from diffusers.models.embeddings import TimestepEmbedding, Timesteps
 from diffusers.models.resnet import ResnetBlock2D
@@ -29,7 +35,14 @@ from diffusers.models.transformers.transformer_2d import Transformer2DModel
 from diffusers.models.upsampling import Upsample2D
 from torch import nn
 
-from .motion_module import MotionModule, MotionModuleConfig
+from .motion_module import (
+    MotionModule,
+    MotionModuleConfig,
+    attend,
+    check_feed_forward,
+    check_plain_attention,
+    feed_forward,
+)
 
 SD15_DOWN_BLOCK_TYPES = ("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D")
 SD15_UP_BLOCK_TYPES = ("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D")
@@ -166,8 +179,90 @@ _CHAMP_ONLY = {"use_inflated_groupnorm", "use_motion_module", "motion_module_res
                "motion_module_decoder_only", "motion_module"}
 
 
-def _spatial_transformer(channels: int, heads: int, config: UNet3DConfig) -> Transformer2DModel:
-    return Transformer2DModel(num_attention_heads=heads, attention_head_dim=channels // heads, in_channels=channels,
+class SpatialTransformer(Transformer2DModel):
+    """diffusers' ``Transformer2DModel`` as Stable Diffusion 1.5 uses it (continuous input,
+    ``BasicTransformerBlock``s with layer norms, GEGLU feed-forward; cross-attention optional),
+    same parameters, with a leaner forward for inference: residuals are added in place, the
+    feed-forward keeps fewer temporaries (``feed_forward``), a 1x1-conv ``proj_in``/``proj_out``
+    runs as a matrix product on the tokens (the same weights), attention layers that keep
+    diffusers' stock processor run ``attend`` directly, and cross-attention over a single token
+    (Champ's CLIP image embedding) skips the softmax it does not need (``_one_token_attention``).
+    Any other processor (the reference attention's) is called as diffusers would call it.
+    ``forward(x, encoder_hidden_states)`` returns the output tensor ``[B, C, H, W]`` (no
+    ``return_dict``)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if not self.is_input_continuous:
+            raise ValueError("SpatialTransformer handles continuous (image) inputs only")
+        for block in self.transformer_blocks:
+            if block.norm_type != "layer_norm" or block.pos_embed is not None or block.only_cross_attention \
+                    or block._chunk_size is not None:
+                raise ValueError("SpatialTransformer handles Stable Diffusion's transformer blocks only")
+            check_feed_forward(block.ff)
+            for attn in (block.attn1, block.attn2):
+                if attn is not None:
+                    check_plain_attention(attn)
+
+    @staticmethod
+    def _attention(attn: Attention, x: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
+        if type(attn.processor) is AttnProcessor2_0:
+            return attend(attn, x, context)
+        return attn.processor(attn, x, encoder_hidden_states=context)
+
+    @staticmethod
+    def _one_token_attention(attn: Attention, context: torch.Tensor) -> torch.Tensor:
+        """Cross-attention over a single token (Champ's CLIP image embedding): the softmax over
+        one key is exactly 1, so every query gets that token's value, whatever the query:
+        ``to_out(to_v(context))`` ``[B, 1, C]``, broadcast over the tokens by the caller."""
+        return attn.to_out[0](attn.to_v(context))
+
+    def _project(self, layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        if self.use_linear_projection:
+            return layer(x)
+        return F.linear(x, layer.weight.view(layer.out_channels, layer.in_channels), layer.bias)
+
+    def forward(self, hidden_states: torch.Tensor, encoder_hidden_states: torch.Tensor | None = None
+                ) -> torch.Tensor:
+        batch, channels, height, width = hidden_states.shape
+        x = self.norm(hidden_states).permute(0, 2, 3, 1).reshape(batch, height * width, channels)
+        x = self._project(self.proj_in, x)
+        for block in self.transformer_blocks:
+            x = self._attention(block.attn1, block.norm1(x)).add_(x)
+            if block.attn2 is not None:
+                if encoder_hidden_states.shape[1] == 1 and type(block.attn2.processor) is AttnProcessor2_0:
+                    x = x.add_(self._one_token_attention(block.attn2, encoder_hidden_states))
+                else:
+                    x = self._attention(block.attn2, block.norm2(x), encoder_hidden_states).add_(x)
+            x = feed_forward(block.ff, block.norm3(x)).add_(x)
+        x = self._project(self.proj_out, x)
+        return hidden_states + x.view(batch, height, width, -1).permute(0, 3, 1, 2)
+
+
+class ResnetBlock(ResnetBlock2D):
+    """diffusers' ``ResnetBlock2D`` in Stable Diffusion's setting (no up/down-sampling, the time
+    embedding added between the convolutions), same parameters, with a leaner forward for
+    inference: activations and sums in place, no division when ``output_scale_factor`` is 1."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if self.upsample is not None or self.downsample is not None or self.time_embedding_norm != "default" \
+                or self.skip_time_act or not isinstance(self.nonlinearity, nn.SiLU):
+            raise ValueError("ResnetBlock handles Stable Diffusion's resnets only")
+
+    def forward(self, input_tensor: torch.Tensor, temb: torch.Tensor | None) -> torch.Tensor:
+        x = self.conv1(F.silu(self.norm1(input_tensor), inplace=True))
+        if self.time_emb_proj is not None and temb is not None:
+            x += self.time_emb_proj(F.silu(temb))[:, :, None, None]
+        x = self.conv2(self.dropout(F.silu(self.norm2(x), inplace=True)))
+        x += self.conv_shortcut(input_tensor) if self.conv_shortcut is not None else input_tensor
+        if self.output_scale_factor != 1.0:
+            x /= self.output_scale_factor
+        return x
+
+
+def _spatial_transformer(channels: int, heads: int, config: UNet3DConfig) -> SpatialTransformer:
+    return SpatialTransformer(num_attention_heads=heads, attention_head_dim=channels // heads, in_channels=channels,
                               num_layers=1, cross_attention_dim=config.cross_attention_dim,
                               norm_num_groups=config.norm_num_groups,
                               use_linear_projection=config.use_linear_projection,
@@ -175,9 +270,9 @@ def _spatial_transformer(channels: int, heads: int, config: UNet3DConfig) -> Tra
 
 
 def _resnet(in_channels: int, out_channels: int, temb_channels: int, config: UNet3DConfig,
-            output_scale_factor: float = 1.0) -> ResnetBlock2D:
-    return ResnetBlock2D(in_channels=in_channels, out_channels=out_channels, temb_channels=temb_channels,
-                         eps=config.norm_eps, groups=config.norm_num_groups, output_scale_factor=output_scale_factor)
+            output_scale_factor: float = 1.0) -> ResnetBlock:
+    return ResnetBlock(in_channels=in_channels, out_channels=out_channels, temb_channels=temb_channels,
+                       eps=config.norm_eps, groups=config.norm_num_groups, output_scale_factor=output_scale_factor)
 
 
 class DownBlock3D(nn.Module):
@@ -204,7 +299,7 @@ class DownBlock3D(nn.Module):
         for i, resnet in enumerate(self.resnets):
             x = resnet(x, temb)
             if len(self.attentions):
-                x = self.attentions[i](x, encoder_hidden_states=encoder_hidden_states, return_dict=False)[0]
+                x = self.attentions[i](x, encoder_hidden_states)
             if len(self.motion_modules):
                 x = self.motion_modules[i](x, num_frames)
             skips += (x,)
@@ -227,7 +322,7 @@ class UNetMidBlock3DCrossAttn(nn.Module):
 
     def forward(self, x, temb, encoder_hidden_states, num_frames):
         x = self.resnets[0](x, temb)
-        x = self.attentions[0](x, encoder_hidden_states=encoder_hidden_states, return_dict=False)[0]
+        x = self.attentions[0](x, encoder_hidden_states)
         if len(self.motion_modules):
             x = self.motion_modules[0](x, num_frames)
         return self.resnets[1](x, temb)
@@ -261,7 +356,7 @@ class UpBlock3D(nn.Module):
             x = torch.cat([x, skips[-1 - i]], dim=1)
             x = resnet(x, temb)
             if len(self.attentions):
-                x = self.attentions[i](x, encoder_hidden_states=encoder_hidden_states, return_dict=False)[0]
+                x = self.attentions[i](x, encoder_hidden_states)
             if len(self.motion_modules):
                 x = self.motion_modules[i](x, num_frames)
         if self.upsamplers is not None:
@@ -345,9 +440,9 @@ class UNet3DConditionModel(nn.Module):
             raise ValueError(f"encoder_hidden_states must be [B, tokens, {c.cross_attention_dim}] with B={b}; got "
                              f"{list(encoder_hidden_states.shape)}")
         want = [b, c.block_out_channels[0], f, h, w]
-        if guidance_features is not None and list(guidance_features.shape) != want:
+        if guidance_features is not None and list(guidance_features.shape) not in (want, [1, *want[1:]]):
             raise ValueError(f"guidance features must be {want} (the summed guidance-encoder outputs at the latent "
-                             f"size); got {list(guidance_features.shape)}")
+                             f"size; batch 1 is shared by every sample); got {list(guidance_features.shape)}")
 
     def forward(self, sample: torch.Tensor, timestep, encoder_hidden_states: torch.Tensor,
                 guidance_features: torch.Tensor | None = None) -> torch.Tensor:
@@ -359,7 +454,8 @@ class UNet3DConditionModel(nn.Module):
             encoder_hidden_states: the CLIP image token(s) ``[B, 1, 768]`` (zeros for the
                 unconditional half of a CFG batch).
             guidance_features: summed guidance-encoder outputs ``[B, 320, F, h, w]``, added after
-                ``conv_in``; ``None`` adds nothing.
+                ``conv_in``; with batch 1 they are added to every sample (both halves of a CFG
+                batch use the same features: no need to repeat them); ``None`` adds nothing.
 
         Returns:
             ``[B, 4, F, h, w]`` (with Champ's scheduler, a v-prediction).
@@ -384,8 +480,8 @@ class UNet3DConditionModel(nn.Module):
             context = context.repeat_interleave(f, dim=0)
 
         x = self.conv_in(x)
-        if guidance_features is not None:
-            x = x + fold(guidance_features).to(x.dtype)
+        if guidance_features is not None:  # added in place, frame by frame (no folded copy)
+            x.view(b, f, *x.shape[1:]).add_(guidance_features.transpose(1, 2).to(x.dtype))
 
         skips = (x,)
         for block in self.down_blocks:
@@ -400,5 +496,5 @@ class UNet3DConditionModel(nn.Module):
             size = skips[-1].shape[2:] if forward_upsample_size and i < len(self.up_blocks) - 1 else None
             x = block(x, block_skips, emb, context, f, upsample_size=size)
 
-        x = self.conv_out(self.conv_act(self.conv_norm_out(x)))
+        x = self.conv_out(F.silu(self.conv_norm_out(x), inplace=True))
         return x.reshape(b, f, *x.shape[1:]).transpose(1, 2)
