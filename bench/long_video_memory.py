@@ -181,6 +181,10 @@ def _measure(frame_counts, size, steps, cfg, clip_frames, overlap, threads, allo
     if len(runs) >= 2 and runs[0]["peak_mib"]:
         _emit("chain_peak_memory_ratio", round(runs[-1]["peak_mib"] / runs[0]["peak_mib"], 3), "ratio",
               frames=[r["frames"] for r in runs], target=1.1, **settings)
+        # the whole process's peak (models, libraries and the run): what the machine must have
+        first, last = (r["rss_before_mib"] + r["peak_mib"] for r in (runs[0], runs[-1]))
+        _emit("chain_process_peak_ratio", round(last / first, 3), "ratio", frames=[r["frames"] for r in runs],
+              process_peak_mib=[round(first, 1), round(last, 1)], target=1.1, **settings)
     return runs
 
 
