@@ -13,8 +13,9 @@ one wrapping around to the start), 3 DDIM steps, CFG 3.5, seed 42, fp32, one CPU
 goldens, a 160x128 reference that both resize). "Ours" is ``encode_guidance`` + ``animate``
 as the Animate node calls them; "official" is ``MultiGuidance2LongVideoPipeline`` of
 fudan-generative-vision/champ 02e5533 built the way tests/golden/make_champ_goldens.py builds it,
-run by the golden virtualenv's python (``--official-python``, ``--champ-code``; see that
-script's docstring to rebuild them). Both cover the same work: guidance encoding, CLIP/VAE
+run by the golden virtualenv's python (``--official-python`` / ``$CHAMP_GOLDEN_PYTHON``,
+``--champ-code`` / ``$CHAMP_OFFICIAL_CODE``; that script's docstring says how to build them;
+without them the official side is reported as skipped). Both cover the same work: guidance encoding, CLIP/VAE
 encoding of the reference, the reference UNet, all steps and windows, VAE decoding. The final
 latents of both sides are compared (``latents_max_abs_diff``) to show they computed the same
 video.
@@ -83,12 +84,13 @@ def _median(values):
 
 
 def compare_tiny(args, settings) -> None:
-    official_ok = not args.skip_official and Path(args.official_python).is_file() \
+    official_ok = not args.skip_official and bool(args.official_python) and Path(args.official_python).is_file() \
         and (Path(args.champ_code) / "pipelines" / "pipeline_aggregation.py").is_file()
     if not args.skip_official and not official_ok:
         _emit("official_sampler_seconds_per_frame", None, "s/frame", skipped=(
-            f"no official environment: {args.official_python} or {args.champ_code}/pipelines is missing; build them "
-            "as tests/golden/make_champ_goldens.py's docstring says"), **settings)
+            f"no official environment (python '{args.official_python}', code '{args.champ_code}'): build them as "
+            "tests/golden/make_champ_goldens.py's docstring says and pass --official-python/--champ-code or set "
+            "CHAMP_GOLDEN_PYTHON/CHAMP_OFFICIAL_CODE"), **settings)
     sides = {"marionette": (sys.executable, "ours")}
     if official_ok:
         sides["official"] = (args.official_python, "official")
@@ -177,7 +179,7 @@ def full_size(args, settings) -> None:
         return
     base["device"] = torch.cuda.get_device_name(0)
     sides = {"marionette": (sys.executable, "ours-full")}
-    if not args.skip_official and Path(args.official_python).is_file():
+    if not args.skip_official and args.official_python and Path(args.official_python).is_file():
         sides["official"] = (args.official_python, "official-full")
     for frames in args.full_frames:
         results = {}
@@ -215,8 +217,11 @@ def main(argv=None) -> int:
     parser.add_argument("--memory-repeats", type=int, default=3, help="memory runs per side")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads per run (0: torch's default)")
     parser.add_argument("--cpu", action="store_true", help="stay on the CPU even when CUDA is there")
-    parser.add_argument("--official-python", default="/tmp/champ_golden_venv/bin/python")
-    parser.add_argument("--champ-code", default="/tmp/champ_official")
+    parser.add_argument("--official-python", default=os.environ.get("CHAMP_GOLDEN_PYTHON", ""),
+                        help="python of the official-code virtualenv (tests/golden/make_champ_goldens.py; "
+                             "default: $CHAMP_GOLDEN_PYTHON)")
+    parser.add_argument("--champ-code", default=os.environ.get("CHAMP_OFFICIAL_CODE", ""),
+                        help="the official champ code at 02e5533 (default: $CHAMP_OFFICIAL_CODE)")
     parser.add_argument("--skip-official", action="store_true")
     parser.add_argument("--skip-tiny", action="store_true")
     parser.add_argument("--skip-full", action="store_true")

@@ -2,10 +2,12 @@
 JSON object on stdout.
 
     python bench/sampler_run.py ours     --release DIR --inputs X.npz [--latents-out Y.npy]
-    PY=/tmp/champ_golden_venv/bin/python
-    $PY bench/sampler_run.py official --release DIR --inputs X.npz --champ-code /tmp/champ_official
+    $CHAMP_GOLDEN_PYTHON bench/sampler_run.py official --release DIR --inputs X.npz --champ-code CODE
     python bench/sampler_run.py ours-full --frames 24        # full-size random weights (CUDA)
-    $PY bench/sampler_run.py official-full --frames 24 --champ-code /tmp/champ_official
+    $CHAMP_GOLDEN_PYTHON bench/sampler_run.py official-full --frames 24 --champ-code CODE
+
+(CODE: the official champ code at 02e5533; tests/golden/make_champ_goldens.py says how to set
+up it and its virtualenv.)
 
 ``ours`` runs Marionette's ``encode_guidance`` + ``animate`` (nodes/sampler/pipeline.py); ``official``
 runs the official ``MultiGuidance2LongVideoPipeline`` of fudan-generative-vision/champ (02e5533)
@@ -345,7 +347,8 @@ def main(argv=None) -> int:
     parser.add_argument("side", choices=("ours", "official", "ours-full", "official-full"))
     parser.add_argument("--release", help="the tiny fixture release folder (…/champ)")
     parser.add_argument("--inputs", help="the .npz of inputs bench/sampler.py wrote")
-    parser.add_argument("--champ-code", default="/tmp/champ_official", help="the official code (official side)")
+    parser.add_argument("--champ-code", default=os.environ.get("CHAMP_OFFICIAL_CODE", ""),
+                        help="the official code (official side; default: $CHAMP_OFFICIAL_CODE)")
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--cfg", type=float, default=3.5)
     parser.add_argument("--seed", type=int, default=42)
