@@ -8,6 +8,7 @@ Workflow expectations: ``workflows/tests/<name>.json`` (optional) sits beside
 
     {
       "timeout_s": 300,                      # optional, default 300
+      "overrides": {"5": {"steps": 2}},      # optional: widget values changed for the CPU run only
       "outputs": {                           # keyed by output node id in <name>_api.json
         "4": {"files": 1, "ext": ".json", "frames": 8},
         "6": {"files": 1, "ext": ".mp4", "frames": 8, "width": 64, "height": 48}
