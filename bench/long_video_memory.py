@@ -115,7 +115,7 @@ def child(args) -> dict:
                     f.write((x.clamp(0, 1) * 255).round().to(torch.uint8).numpy().tobytes())
                     written[0] += x.shape[0]
                 pipeline.animate(get, reference, guidance, size, size, steps=args.steps, guidance_scale=args.cfg,
-                                 seed=42, stitching=plan, clip_ranges=stitch.clip_ranges, clip_stream=stream,
+                                 seed=42, stitching=plan, clip_stream=stream,
                                  frame_sink=sink, resize_to_reference=False)
             return written[0]
 

@@ -204,6 +204,10 @@ class CameraMotion:
         return int(self.homographies.shape[0])
 
 
+MAX_CLIP_FRAMES = 32
+"""Frames one UNet window/clip may hold: the rows of the motion modules' position encoding."""
+
+
 @dataclass
 class Stitching:
     """How Animate joins clips (``STITCHING``, from the Clip Stitcher node).
@@ -227,3 +231,25 @@ class Stitching:
     blend: str = "linear"
     color_match: str = "reference"
     color_strength: float = 1.0
+
+
+def clip_ranges(frames: int, clip_frames: int, overlap: int) -> list[range]:
+    """The clips of a ``chain`` run, the one plan the sampler generates and the stitch stage
+    joins: ``range(start, end)`` of frame indices, each starting ``overlap`` frames before the
+    previous one ends.
+
+    Every seam shares exactly ``overlap`` frames. The last clip is *shorter* (it ends at the
+    last frame) rather than shifted back, so no seam differs from the others; it still holds at
+    least ``overlap + 1`` frames, since a clip is only started when it adds a new frame. A video
+    of at most ``clip_frames`` frames is one clip.
+    """
+    if frames < 1:
+        raise ValueError(f"the video needs at least 1 frame; got {frames}")
+    if clip_frames < 1 or not 0 <= overlap < clip_frames:
+        raise ValueError(f"need clip_frames >= 1 and 0 <= overlap < clip_frames; got clip_frames={clip_frames}, "
+                         f"overlap={overlap}")
+    out = [range(0, min(clip_frames, frames))]
+    while out[-1].stop < frames:
+        start = out[-1].stop - overlap
+        out.append(range(start, min(start + clip_frames, frames)))
+    return out

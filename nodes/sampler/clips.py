@@ -1,9 +1,8 @@
 """The clip plan of ``chain`` sampling and the plumbing of its output: the stream of final frames,
 the sinks that gather them, and handing freed host memory back (no models, no ComfyUI).
 
-``chain_clip_ranges`` is the same plan as the stitch stage's ``clip_ranges`` (clips of
-``clip_frames`` sharing ``overlap`` frames, the last one shorter); Animate's node passes the
-stitch stage's own function to ``pipeline.animate``, this one is its stand-in for scripts and tests.
+The plan itself is ``nodes/types.py: clip_ranges`` (shared with the stitch stage, which joins
+the clips it describes).
 """
 from __future__ import annotations
 
@@ -14,7 +13,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-MAX_CLIP = 32  # rows of the motion modules' position encoding
+from ..types import MAX_CLIP_FRAMES
 
 
 def clip_seed(seed: int, clip: int) -> int:
@@ -23,17 +22,6 @@ def clip_seed(seed: int, clip: int) -> int:
     if clip == 0:
         return int(seed)
     return int(np.random.SeedSequence([int(seed), int(clip)]).generate_state(1, dtype=np.uint64)[0])
-
-
-def chain_clip_ranges(frames: int, clip_frames: int, overlap: int) -> list[range]:
-    """The ``chain`` plan used when no ``clip_ranges`` is given; the same plan as the stitch
-    stage's ``clip_ranges``: clips of ``clip_frames`` sharing ``overlap`` frames with the previous
-    one, the last one shorter (ending at the last frame)."""
-    out = [range(0, min(clip_frames, frames))]
-    while out[-1].stop < frames:
-        start = out[-1].stop - overlap
-        out.append(range(start, min(start + clip_frames, frames)))
-    return out
 
 
 class NewFramesStream:
@@ -59,9 +47,9 @@ def check_plan(ranges: Sequence[range], frames: int) -> None:
     ok = bool(ranges) and ranges[0].start == 0 and ranges[-1].stop == frames
     for a, b in zip(ranges, ranges[1:]):
         ok = ok and a.start < b.start <= a.stop < b.stop and a.stop - b.start < len(b)
-    if not ok or any(len(r) > MAX_CLIP for r in ranges):
+    if not ok or any(len(r) > MAX_CLIP_FRAMES for r in ranges):
         raise ValueError(f"the clip plan {[(r.start, r.stop) for r in ranges]} does not chain the {frames} frames: "
-                         f"clips of at most {MAX_CLIP} frames, each starting inside the previous one and adding "
+                         f"clips of at most {MAX_CLIP_FRAMES} frames, each starting inside the previous one and adding "
                          f"new frames, the first at 0, the last ending at the last frame")
 
 

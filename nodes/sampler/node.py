@@ -293,7 +293,7 @@ def _stitching(stitching, image, frames: int) -> tuple[dict, int]:
     reference = stitch.ColorReference.from_image(image) if plan.color_match == "reference" else None
     stream = stitch.ClipStream(plan.overlap, blend=plan.blend, reference=reference, strength=plan.color_strength)
     clips = len(stitch.clip_ranges(frames, plan.clip_frames, plan.overlap))
-    return {"stitching": plan, "clip_ranges": stitch.clip_ranges, "clip_stream": stream}, clips
+    return {"stitching": plan, "clip_stream": stream}, clips
 
 
 NODES = [MarionetteLoadChamp, MarionetteEncodeGuidance, MarionetteAnimate]

@@ -70,13 +70,14 @@ import torch
 from torch import nn
 
 from .background import BackgroundGuide, blend, check_background, keep_mask, noised, plate_pixels
-from .clips import FrameOutput, NewFramesStream, chain_clip_ranges, check_plan, clip_seed, release_host_memory
+from ..types import MAX_CLIP_FRAMES, clip_ranges
+from .clips import FrameOutput, NewFramesStream, check_plan, clip_seed, release_host_memory
 from .reference_attention import ReferenceAttention
 
 LATENT_SCALE = 0.18215
 VAE_SCALE = 8
 CONTEXT_FRAMES, CONTEXT_OVERLAP = 24, 4  # the official window and overlap
-MAX_WINDOW = 32  # rows of the motion modules' position encoding
+MAX_WINDOW = MAX_CLIP_FRAMES  # rows of the motion modules' position encoding
 GUIDANCE_TYPES = ("depth", "normal", "semantic_map", "dwpose")
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -358,7 +359,7 @@ def animate(get: ModuleSource, reference: torch.Tensor, guidance_features, width
             context_overlap: int = CONTEXT_OVERLAP, beta_schedule: str = "linear", noise_device: str = "cpu",
             decode_chunk: int = 4, resize_to_reference: bool = True, progress: ProgressFn | None = None,
             reference_bank_dtype: torch.dtype | None = torch.float16, *, stitching=None,
-            clip_ranges: Callable[[int, int, int], list[range]] | None = None, clip_stream=None,
+            clip_stream=None,
             frame_sink: FrameSink | None = None, latent_sink: LatentSink | None = None,
             background: BackgroundGuide | None = None) -> AnimationResult:
     """Animate ``reference`` along ``guidance_features`` with Champ (the official sampling).
@@ -384,8 +385,6 @@ def animate(get: ModuleSource, reference: torch.Tensor, guidance_features, width
         reference_bank_dtype: the reference bank's precision (official: fp16 whatever the models).
         stitching: a ``Stitching`` (``nodes/types.py``): ``aggregate`` (official) or ``chain``
             (clip by clip, see the module docstring). None: ``aggregate`` with ``context_*``.
-        clip_ranges: ``clip_ranges(frames, clip_frames, overlap) -> list[range]``, the ``chain``
-            plan (the stitch stage's); default ``chain_clip_ranges``, the same plan.
         clip_stream: ``push(clip [n, H, W, 3]) -> final frames`` and ``finish() -> frames`` (the
             stitch stage's ``ClipStream``: seams, colour), ``chain`` mode only; default
             ``NewFramesStream`` (each frame once, no blending).
@@ -421,7 +420,7 @@ def animate(get: ModuleSource, reference: torch.Tensor, guidance_features, width
     scheduler = make_scheduler(beta_schedule)
     scheduler.set_timesteps(steps)
     if chain:
-        ranges = (clip_ranges or chain_clip_ranges)(frames, context_frames, context_overlap)
+        ranges = clip_ranges(frames, context_frames, context_overlap)
         check_plan(ranges, frames)
         longest = max(len(r) for r in ranges)
     else:

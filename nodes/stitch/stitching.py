@@ -30,9 +30,12 @@ from dataclasses import dataclass, replace
 import torch
 import torch.nn.functional as F
 
+from .. import types
 from ..types import Stitching
 
-MAX_CLIP_FRAMES = 32  # rows of the motion modules' position encoding
+clip_ranges = types.clip_ranges  # the clip plan, shared with the sampler (nodes/types.py)
+
+MAX_CLIP_FRAMES = types.MAX_CLIP_FRAMES
 MODES = ("aggregate", "chain")
 BLENDS = ("none", "linear", "pyramid")
 COLOR_MATCHES = ("none", "reference")
@@ -61,27 +64,6 @@ def validate(stitching: Stitching) -> Stitching:
     if not (0.0 <= strength <= 1.0) or math.isnan(strength):
         raise ValueError(f"color_strength must be between 0 and 1; got {s.color_strength}")
     return replace(s, clip_frames=clip, overlap=overlap, color_strength=strength)
-
-
-def clip_ranges(frames: int, clip_frames: int, overlap: int) -> list[range]:
-    """The clips of a ``chain`` run: ``range(start, end)`` of frame indices, each starting
-    ``overlap`` frames before the previous one ends.
-
-    Every seam shares exactly ``overlap`` frames. The last clip is *shorter* (it ends at the
-    last frame) rather than shifted back, so no seam differs from the others; it still holds at
-    least ``overlap + 1`` frames, since a clip is only started when it adds a new frame. A video
-    of at most ``clip_frames`` frames is one clip.
-    """
-    if frames < 1:
-        raise ValueError(f"the video needs at least 1 frame; got {frames}")
-    if clip_frames < 1 or not 0 <= overlap < clip_frames:
-        raise ValueError(f"need clip_frames >= 1 and 0 <= overlap < clip_frames; got clip_frames={clip_frames}, "
-                         f"overlap={overlap}")
-    out = [range(0, min(clip_frames, frames))]
-    while out[-1].stop < frames:
-        start = out[-1].stop - overlap
-        out.append(range(start, min(start + clip_frames, frames)))
-    return out
 
 
 # ------------------------------------------------------------------------------ seams
